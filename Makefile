@@ -1,0 +1,37 @@
+# Two commands a new user needs: `make run` (the backfill on the defaults) and `make test`.
+PY ?= python3
+VENV := .venv
+ANVIL := tools/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+
+.PHONY: setup run run-headless test lint bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+$(ANVIL): tools/anvil/package.json tools/anvil/package-lock.json
+	cd tools/anvil && npm ci --silent --no-audit --no-fund
+	test -x $(ANVIL)
+	touch $(ANVIL)
+
+setup: $(VENV)/.installed $(ANVIL)
+
+run: setup
+	$(VENV)/bin/backfill-console
+
+run-headless: setup
+	$(VENV)/bin/backfill-console --no-ui
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: setup
+	$(VENV)/bin/python bench/throughput.py
