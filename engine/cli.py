@@ -1,0 +1,342 @@
+"""`backfill-console` entry point: the console (TUI or --no-ui) and its sub-commands.
+
+    backfill-console [--config FILE] [--no-ui] [--shard-ids 0-3] [--dry-run]
+    backfill-console devchain [--days N] [--seed S] [--port P] [--config FILE]
+    backfill-console ctl [--config FILE] status [--json] | scale N | restart K|stalled
+                         | pause | resume | optimize | abort
+    backfill-console hard-gate [--config FILE]
+    backfill-console rebuild [--config FILE]
+
+Exit codes: 0 done (every day COMPLETE / command succeeded), 1 runtime failure, 2 bad config or
+usage (nothing was started), 3 aborted by the operator, 130 / 143 stopped by SIGINT / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+
+from engine.config import Config, ConfigError, load_config
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ABORTED = 3
+SUBCOMMANDS = ("devchain", "ctl", "hard-gate", "rebuild")
+PROGRESS_EVERY_S = 5.0
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="config file (default ./config.toml; its relative paths resolve against its folder)",
+    )
+
+
+def main_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="backfill-console",
+        description=(
+            "Operator console for a parallel ERC20/ERC1155 backfill into ClickHouse. "
+            "With no RPC URL configured it starts a local devchain (anvil) and backfills it. "
+            f"Sub-commands: {', '.join(SUBCOMMANDS)} (see `backfill-console SUB --help`)."
+        ),
+        epilog=(
+            "exit codes: 0 every day COMPLETE, 1 failure, 2 bad config/usage, "
+            "3 aborted by operator, 130/143 stopped by SIGINT/SIGTERM (a rerun resumes)"
+        ),
+    )
+    _config_arg(p)
+    p.add_argument(
+        "--no-ui",
+        action="store_true",
+        help="run headless: a progress line every few seconds, exit 0 when every day is COMPLETE",
+    )
+    p.add_argument(
+        "--shard-ids",
+        metavar="SPEC",
+        help="run only these shards of SHARDS, e.g. 0-3 or 0,2,5 (several hosts, one server)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (chain, store, shards and their days) and exit without starting",
+    )
+    return p
+
+
+def ctl_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="backfill-console ctl",
+        description="Control a running console (UI or --no-ui) through its unix socket.",
+    )
+    _config_arg(p)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    st = sub.add_parser("status", help="shards, states, pids, days, heartbeat ages")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    sc = sub.add_parser("scale", help="rolling restart with a new SHARDS")
+    sc.add_argument("shards", type=int)
+    rs = sub.add_parser("restart", help="restart one shard's worker, or every STALLED/FATAL one")
+    rs.add_argument("target", help="a shard id or 'stalled'")
+    for name, text in (
+        ("pause", "workers idle after their current chunk (heartbeats continue)"),
+        ("resume", "resume fetching"),
+        ("optimize", "OPTIMIZE ... FINAL finished partitions, in the background"),
+        ("abort", "stop every worker gracefully, flush, exit; a rerun resumes"),
+    ):
+        sub.add_parser(name, help=text)
+    return p
+
+
+def _load(path: str | None) -> Config:
+    return load_config(path)
+
+
+def _fail_config(exc: ConfigError) -> int:
+    print(f"backfill-console: {exc}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        cmd, rest = argv[0], argv[1:]
+        if cmd == "devchain":
+            from engine.devchain.cli import main as devchain_main
+
+            return devchain_main(rest)
+        if cmd == "ctl":
+            return ctl_main(rest)
+        return analytics_main(cmd, rest)
+    args = main_parser().parse_args(argv)
+    try:
+        cfg = _load(args.config)
+        shard_ids = None
+        if args.shard_ids:
+            from engine.control import parse_shard_ids
+
+            try:
+                shard_ids = parse_shard_ids(args.shard_ids, cfg.backfill.shards)
+            except ValueError as exc:
+                expected = str(exc).split(": ", 1)[-1]
+                raise ConfigError("--shard-ids", args.shard_ids, expected) from exc
+    except ConfigError as exc:
+        return _fail_config(exc)
+    if args.dry_run:
+        print(render_plan(cfg, shard_ids))
+        return EXIT_OK
+    if not args.no_ui and not sys.stdout.isatty():
+        print("backfill-console: stdout is not a terminal: running headless (--no-ui)")
+        args.no_ui = True
+    return run(cfg, shard_ids, ui=not args.no_ui)
+
+
+def render_plan(cfg: Config, shard_ids: list[int] | None) -> str:
+    from engine.masking import mask_url
+    from engine.runtime import chain_label_for
+
+    shards = cfg.backfill.shards
+    ids = shard_ids if shard_ids is not None else list(range(shards))
+    chain = "devchain (local anvil)" if cfg.uses_devchain else chain_label_for(list(cfg.rpc.urls))
+    store = (
+        f"server {mask_url(cfg.clickhouse.url)}"
+        if cfg.clickhouse.url
+        else f"embedded {cfg.clickhouse.path}"
+    )
+    lines = [
+        f"chain:  {chain}",
+        f"store:  {store} (database {cfg.clickhouse.database})",
+        f"days:   {cfg.backfill.days} from {cfg.backfill.start_date} (UTC)",
+        f"SHARDS: {shards}; this console runs shard(s) {_ranges_text(ids)}",
+    ]
+    total = 0
+    for k in ids:
+        days = list(range(k, cfg.backfill.days, shards))
+        total += len(days)
+        preview = ", ".join(map(str, days[:4])) + (", ..." if len(days) > 4 else "")
+        lines.append(f"  shard {k}: {len(days)} day(s): {preview}")
+    lines.append(f"total:  {total} day(s) for this console")
+    lines.append(f"socket: {cfg.backfill.data_dir / 'console.sock'}")
+    return "\n".join(lines)
+
+
+def _ranges_text(ids: list[int]) -> str:
+    if not ids:
+        return "none"
+    out, start, prev = [], ids[0], ids[0]
+    for k in [*ids[1:], None]:
+        if k is not None and k == prev + 1:
+            prev = k
+            continue
+        out.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if k is not None:
+            start = prev = k
+    return ",".join(out)
+
+
+def _setup_logging(cfg: Config) -> None:
+    cfg.backfill.data_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(cfg.backfill.data_dir / "console.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def run(cfg: Config, shard_ids: list[int] | None, ui: bool) -> int:
+    from engine.control import ConsoleAlreadyRunning
+    from engine.runtime import Engine
+
+    _setup_logging(cfg)
+    say = (lambda m: print(m, flush=True)) if not ui else None
+    engine = Engine(cfg, shard_ids=shard_ids, say=say)
+    stop_signal: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop_signal.append(signum)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            engine.start()
+        except ConsoleAlreadyRunning as exc:
+            print(f"backfill-console: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except Exception as exc:
+            print(f"backfill-console: could not start: {exc}", file=sys.stderr)
+            logging.exception("start failed")
+            return EXIT_FAILED
+        if ui:
+            return _run_ui(cfg, engine)
+        return _run_headless(engine, stop_signal)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _run_ui(cfg: Config, engine) -> int:
+    from console.app import run_console
+
+    try:
+        run_console(engine, dict(cfg.console.keys), cfg.console.refresh_s)
+    finally:
+        engine.stop("console quit")
+    # Quitting the UI is an operator's choice, not a failure; abort says so with its own code.
+    return EXIT_ABORTED if engine.exit_reason == "aborted by operator" else EXIT_OK
+
+
+def progress_line(st) -> str:
+    pct = 100.0 * st.days_complete / st.days_total if st.days_total else 0.0
+    rows = " ".join(
+        f"{t.replace('_transfers_staging', '')}={n:,}"
+        for t, n in sorted(st.rows_staged.items())
+        if t.endswith("_staging")
+    )
+    if st.eta_s is None:
+        eta = "calculating"
+    else:
+        s = int(st.eta_s)
+        eta = f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    states: dict[str, int] = {}
+    for w in st.workers:
+        states[w.state] = states.get(w.state, 0) + 1
+    workers = " ".join(f"{n} {k}" for k, n in sorted(states.items())) or "none"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.now))
+    failed = f" failed {st.days_failed}" if st.days_failed else ""
+    return (
+        f"{stamp} {st.state} days {st.days_complete}/{st.days_total} ({pct:.1f}%){failed} | "
+        f"rows {rows} | {st.rows_per_s:,.0f} rows/s | ETA {eta} | workers {workers}"
+    )
+
+
+def _run_headless(engine, stop_signal: list[int]) -> int:
+    last = 0.0
+    try:
+        while True:
+            if stop_signal:
+                sig = stop_signal[0]
+                name = "SIGINT" if sig == signal.SIGINT else "SIGTERM"
+                print(f"{name}: stopping workers cleanly; a rerun resumes", flush=True)
+                engine.stop(f"stopped by {name}")
+                return 128 + sig
+            st = engine.status()
+            if time.monotonic() - last >= PROGRESS_EVERY_S or st.state in ("complete", "stopped"):
+                last = time.monotonic()
+                print(progress_line(st), flush=True)
+            if st.state == "complete":
+                engine.stop("complete")
+                print(f"done: all {st.days_total} day(s) COMPLETE", flush=True)
+                return EXIT_OK
+            if st.state == "stopped":
+                engine.stop("stopped")
+                return EXIT_ABORTED if engine.exit_reason else EXIT_FAILED
+            time.sleep(0.25)
+    except BaseException:
+        engine.stop("error")
+        raise
+
+
+def ctl_main(argv: list[str]) -> int:
+    from engine.control import ControlError, format_status_text, send_command, socket_path_for
+
+    args = ctl_parser().parse_args(argv)
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        return _fail_config(exc)
+    req: dict = {"cmd": args.cmd}
+    if args.cmd == "scale":
+        req["shards"] = args.shards
+    elif args.cmd == "restart":
+        t = args.target
+        if t != "stalled" and not t.isdigit():
+            print(f"ctl restart: {t!r}: expected a shard id or 'stalled'", file=sys.stderr)
+            return EXIT_USAGE
+        req["target"] = "stalled" if t == "stalled" else int(t)
+    try:
+        reply = send_command(socket_path_for(cfg.backfill.data_dir), req)
+    except ControlError as exc:
+        print(f"backfill-console ctl: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if not reply.get("ok"):
+        print(
+            f"backfill-console ctl: {reply.get('error') or reply.get('message')}", file=sys.stderr
+        )
+        return EXIT_FAILED
+    if args.cmd == "status":
+        if getattr(args, "json", False):
+            print(json.dumps(reply["status"], indent=2))
+        else:
+            print(format_status_text(reply["status"]), end="")
+    else:
+        print(reply.get("message", "ok"))
+    return EXIT_OK
+
+
+def analytics_main(cmd: str, argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog=f"backfill-console {cmd}",
+        description=(
+            "Run the strict gates on the store; exit 0 only if all pass."
+            if cmd == "hard-gate"
+            else "Rebuild net flows, trades, PnL; hard gate; swap only if it passes; snapshot."
+        ),
+    )
+    _config_arg(p)
+    args = p.parse_args(argv)
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        return _fail_config(exc)
+    from engine import gates, rebuild
+
+    return gates.cli_hard_gate(cfg) if cmd == "hard-gate" else rebuild.cli_rebuild(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

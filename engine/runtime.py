@@ -1,0 +1,739 @@
+"""The Engine: wires config, store, devchain, supervisor and loader; operator actions; status.
+
+Everything an operator can do (scale, restart, pause, OPTIMIZE, abort) is a method here, so the
+TUI keys, headless mode and the control socket all call the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from engine import maintenance, panels
+from engine.config import Config
+from engine.constants import check_topics
+from engine.control import ControlServer, socket_path_for
+from engine.loader import Loader
+from engine.masking import mask_url
+from engine.rpc import RpcPool
+from engine.status import (
+    DAY_DONE,
+    DAY_FAILED,
+    DAY_PENDING,
+    DAY_RUNNING,
+    DONE,
+    FATAL,
+    STALLED,
+    EngineStatus,
+    ErrorGroup,
+    GateResult,
+    RpcHealth,
+    WorkerStatus,
+)
+from engine.store import Store, open_store
+from engine.supervisor import MonitorSettings, Shard, Supervisor
+
+log = logging.getLogger("engine")
+
+STAGING_TABLES = ("erc20_transfers_staging", "erc1155_transfers_staging")
+KIND_TO_TABLE = {
+    "erc20": "erc20_transfers_staging",
+    "erc1155": "erc1155_transfers_staging",
+    "resolutions": "condition_resolutions",
+    "registrations": "token_registrations",
+}
+MAX_SHARDS = 256
+
+
+def chain_label_for(urls: list[str]) -> str:
+    hosts = []
+    for u in urls:
+        parts = urlsplit(mask_url(u))
+        hosts.append(parts.netloc.split("@")[-1] or parts.path)
+    return "rpc " + ", ".join(hosts)
+
+
+class Engine:
+    """One console's backfill: start(), status(), actions, stop()."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        shard_ids: list[int] | None = None,
+        shards: int | None = None,
+        clock: Callable[[], float] = time.time,
+        say: Callable[[str], None] | None = None,
+        control: bool = True,
+        run_on_complete: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.shards = shards or cfg.backfill.shards
+        self.explicit_shard_ids = shard_ids is not None
+        self.shard_ids = sorted(shard_ids) if shard_ids is not None else list(range(self.shards))
+        self.clock = clock
+        self.say = say or (lambda msg: log.info("%s", msg))
+        self.use_control = control
+        self.run_on_complete = run_on_complete
+        self.state = "starting"
+        self.started_at = clock()
+        self.store: Store | None = None
+        self.devchain: Any = None
+        self.control: ControlServer | None = None
+        self.loader: Loader | None = None
+        self.supervisor: Supervisor | None = None
+        self.urls: list[str] = []
+        self.chain = ""
+        self.chain_id = 0
+        self.lock = threading.RLock()
+        self.complete: set[int] = set()
+        self.pending_checkpoint: set[int] = set()
+        self.failed: dict[int, str] = {}
+        self.ranges: dict[int, tuple[int, int]] = {}
+        self.rows_at_start: dict[str, int] = {}
+        self.completed_by_shard: dict[int, int] = {}
+        self.errors: dict[tuple[str, int | None], ErrorGroup] = {}
+        self.rpc_by_shard: dict[int, list[dict]] = {}
+        self.gates: list[GateResult] = []
+        self.messages: deque[str] = deque(maxlen=20)
+        self.rate_samples: deque[tuple[float, int]] = deque(maxlen=600)
+        self.rate_history: deque[float] = deque(maxlen=120)
+        self._stop = threading.Event()
+        self._monitor: threading.Thread | None = None
+        self._busy: dict[str, threading.Thread] = {}
+        self.exit_reason = ""
+        self.last_gates_at = 0.0
+
+    # ---- life cycle ---------------------------------------------------------------------------
+    @property
+    def days_total(self) -> int:
+        return self.cfg.backfill.days
+
+    def scope_days(self) -> list[int]:
+        """Days this console is responsible for (all, or those of its --shard-ids)."""
+        ids = set(self.shard_ids)
+        return [d for d in range(self.days_total) if d % self.shards in ids]
+
+    def start(self) -> None:
+        check_topics()
+        data_dir = self.cfg.backfill.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if self.use_control:
+            self.control = ControlServer(socket_path_for(data_dir), self.handle_command)
+            self.control.start()  # refuses when another console holds the data dir
+        try:
+            self._start_inner()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_inner(self) -> None:
+        self.store = open_store(self.cfg)
+        if self.cfg.uses_devchain:
+            from engine.devchain import DevchainSpec, start_devchain
+
+            self.say("devchain: starting anvil (first start builds the chain and caches it)")
+            self.devchain = start_devchain(
+                DevchainSpec.from_config(self.cfg), self.cfg.devchain.state_dir, log=self.say
+            )
+            self.urls = [self.devchain.url]
+            self.chain = f"devchain ({urlsplit(self.devchain.url).netloc})"
+        else:
+            self.urls = list(self.cfg.rpc.urls)
+            self.chain = chain_label_for(self.urls)
+        probe = RpcPool(self.urls, timeout_s=self.cfg.rpc.timeout_s, max_attempts=3)
+        self.chain_id = int(probe.call("eth_chainId", []), 16)
+        self._load_progress()
+        self.loader = Loader(
+            self.store,
+            self.chain_id,
+            self.cfg.backfill.start_date,
+            on_checkpoint=self._on_checkpoint,
+            on_error=lambda m: self._record_error("store", m, None),
+        )
+        self.loader.start()
+        m = self.cfg.monitor
+        self.supervisor = Supervisor(
+            MonitorSettings(
+                stall_after_s=m.stall_after_s,
+                check_interval_s=m.check_interval_s,
+                grace_s=m.grace_s,
+                max_restarts=m.max_restarts,
+                restart_window_s=m.restart_window_s,
+                backoff_initial_s=m.backoff_initial_s,
+                backoff_max_s=m.backoff_max_s,
+            ),
+            self.cfg.backfill.data_dir,
+            self.plan_for,
+            self._on_message,
+            self.shards,
+            self.shard_ids,
+        )
+        self.state = "running"
+        self.say(
+            f"backfill: {len(self.complete)}/{self.days_total} days already COMPLETE; "
+            f"starting {len(self.shard_ids)} worker(s) of SHARDS={self.shards} on {self.chain}"
+        )
+        self.supervisor.start_all()
+        self._monitor = threading.Thread(target=self._monitor_loop, name="monitor", daemon=True)
+        self._monitor.start()
+
+    def _load_progress(self) -> None:
+        assert self.store is not None
+        db = self.store.database
+        sd = self.cfg.backfill.start_date.isoformat()
+        rows = self.store.query(
+            f"SELECT day_idx FROM {db}.backfill_checkpoint FINAL WHERE status = 'COMPLETE' "
+            f"AND chain_id = {self.chain_id} AND start_date = '{sd}' "
+            f"AND day_idx < {self.days_total}"
+        )
+        self.complete = {int(r[0]) for r in rows}
+        rows = self.store.query(
+            f"SELECT day_idx, from_block, to_block, n_blocks FROM {db}.day_blocks FINAL "
+            f"WHERE chain_id = {self.chain_id} AND start_date = '{sd}'"
+        )
+        self.ranges = {
+            int(d): (int(f), int(t) if int(n) > 0 else int(f) - 1) for d, f, t, n in rows
+        }
+        self.rows_at_start = panels.staged_rows(self.store)
+
+    def plan_for(self, shard: int, shards: int) -> dict[str, Any]:
+        """The plan a (re)started worker receives on stdin."""
+        with self.lock:
+            skip = self.complete | self.pending_checkpoint
+            days = [d for d in range(self.days_total) if d % shards == shard and d not in skip]
+            ranges = {str(d): list(self.ranges[d]) for d in days if d in self.ranges}
+        c = self.cfg.contracts
+        r = self.cfg.rpc
+        workers = max(
+            1, len(self.shard_ids) if not self.supervisor else len(self.supervisor.shard_ids)
+        )
+        return {
+            "t": "plan",
+            "shard": shard,
+            "shards": shards,
+            "days": days,
+            "ranges": ranges,
+            "rpc": {
+                "urls": self.urls,
+                # The per-URL budget is shared by every worker of this console.
+                "requests_per_second": r.requests_per_second / workers,
+                "timeout_s": r.timeout_s,
+                "max_block_range": r.max_block_range,
+            },
+            "backfill": {
+                "start_date": self.cfg.backfill.start_date.isoformat(),
+                "confirmations": self.cfg.backfill.confirmations,
+            },
+            "contracts": {
+                "erc20_tokens": list(c.erc20_tokens),
+                "erc20_counterparties": list(c.erc20_counterparties),
+                "erc1155": list(c.erc1155),
+                "exchanges": list(c.exchanges),
+            },
+        }
+
+    def stop(self, reason: str = "stop") -> None:
+        """Stop workers gracefully, flush the loader, release everything. Idempotent."""
+        self._stop.set()
+        if self.supervisor is not None:
+            self.supervisor.stop_all(reason)
+        if self._monitor is not None and self._monitor is not threading.current_thread():
+            self._monitor.join(5.0)
+        if self.loader is not None:
+            self.loader.close()
+        for t in list(self._busy.values()):
+            t.join(60.0)
+        if self.devchain is not None:
+            self.devchain.stop()
+            self.devchain = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        if self.control is not None:
+            self.control.stop()
+            self.control = None
+        if self.state not in ("complete",):
+            self.state = "stopped"
+
+    def wait(self, poll_s: float = 0.5) -> str:
+        """Block until complete or stopped; returns the final state."""
+        while self.state not in ("complete", "stopped"):
+            time.sleep(poll_s)
+        return self.state
+
+    # ---- messages from workers ----------------------------------------------------------------
+    def _on_message(self, sh: Shard, msg: dict[str, Any]) -> None:
+        t = msg.get("t")
+        loader = self.loader
+        assert loader is not None
+        if t == "rows":
+            loader.add_rows(msg["table"], msg["data"], int(msg["n"]))
+        elif t == "day_done":
+            day = int(msg["day"])
+            with self.lock:
+                self.pending_checkpoint.add(day)
+                self.ranges[day] = (int(msg["from"]), int(msg["to"]))
+            loader.add_checkpoint(sh.shard, msg)
+        elif t == "range":
+            day = int(msg["day"])
+            with self.lock:
+                self.ranges[day] = (int(msg["from"]), int(msg["to"]))
+            loader.add_range(day, int(msg["from"]), int(msg["to"]))
+        elif t == "hb":
+            day = msg.get("day")
+            batch = f"day {day} blocks {msg.get('from')}-{msg.get('to')} {msg.get('phase', '')}"
+            loader.set_heartbeat(
+                f"shard-{sh.shard}",
+                [
+                    f"shard-{sh.shard}",
+                    sh.shard,
+                    self.shards,
+                    sh.pid or 0,
+                    sh.state,
+                    int(day if day is not None else -1),
+                    int(msg.get("from") or 0),
+                    int(msg.get("to") or 0),
+                    int(msg.get("rows") or 0),
+                    batch.strip(),
+                    sh.last_error[:200],
+                ],
+            )
+        elif t == "error":
+            kind = str(msg.get("kind", "error"))
+            self._record_error(kind, str(msg.get("msg", "")), sh.shard, int(msg.get("count", 1)))
+            if kind == "day_failed" and msg.get("day") is not None:
+                with self.lock:
+                    self.failed[int(msg["day"])] = str(msg.get("msg", ""))
+        elif t == "rpc":
+            with self.lock:
+                self.rpc_by_shard[sh.shard] = list(msg.get("health") or [])
+
+    def _on_checkpoint(self, day: int) -> None:
+        with self.lock:
+            self.complete.add(day)
+            self.pending_checkpoint.discard(day)
+            self.failed.pop(day, None)
+            shard = day % self.shards
+            self.completed_by_shard[shard] = self.completed_by_shard.get(shard, 0) + 1
+
+    def _record_error(self, kind: str, message: str, shard: int | None, count: int = 1) -> None:
+        with self.lock:
+            key = (kind, shard)
+            g = self.errors.get(key)
+            if g is None:
+                g = self.errors[key] = ErrorGroup(kind, 0, 0.0, "", shard)
+            g.count += count
+            g.last_at = self.clock()
+            g.last_message = message[:300]
+
+    def notice(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(self.clock()))
+        self.messages.append(f"{stamp} {text}")
+        self.say(text)
+
+    # ---- monitor ------------------------------------------------------------------------------
+    def _monitor_loop(self) -> None:
+        assert self.supervisor is not None and self.loader is not None
+        last_sample = 0.0
+        while not self._stop.wait(0.5):
+            try:
+                self.supervisor.tick()
+            except Exception as exc:  # never let the monitor die
+                log.exception("monitor tick failed")
+                self._record_error("monitor", str(exc), None)
+            now = time.monotonic()
+            if now - last_sample >= 1.0:
+                last_sample = now
+                self._sample_rate(now)
+            self._check_complete()
+            self._maybe_run_gates()
+
+    def _sample_rate(self, now: float) -> None:
+        assert self.loader is not None
+        total = sum(self.loader.rows_written.values())
+        self.rate_samples.append((now, total))
+        window = [s for s in self.rate_samples if now - s[0] <= 10.0]
+        rate = 0.0
+        if len(window) >= 2 and window[-1][0] > window[0][0]:
+            rate = (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
+        self.rate_history.append(rate)
+
+    def _check_complete(self) -> None:
+        if self.state not in ("running", "paused"):
+            return
+        assert self.supervisor is not None
+        with self.lock:
+            missing = [d for d in self.scope_days() if d not in self.complete]
+        if missing or not self.supervisor.all_done():
+            return
+        self.state = "complete"
+        self.notice(f"COMPLETE: all {len(self.scope_days())} days of this console are staged")
+        if self.run_on_complete and not self.explicit_shard_ids:
+            self._on_complete_hook()
+
+    def _on_complete_hook(self) -> None:
+        """Rebuild analytics once everything is staged (engine/rebuild.py), in the background."""
+        try:
+            from engine.rebuild import rebuild
+        except ImportError:
+            return
+
+        def run() -> None:
+            assert self.store is not None
+            self.state = "rebuilding"
+            try:
+                outcome = rebuild(self.store, self.cfg, log=self.notice)
+                self.gates = list(outcome.gates)
+                self.notice(
+                    "rebuild: swapped in"
+                    if outcome.swapped
+                    else f"rebuild: NOT swapped ({outcome.reason})"
+                )
+            except Exception as exc:
+                self._record_error("rebuild", str(exc), None)
+                self.notice(f"rebuild failed: {exc}")
+            finally:
+                self.state = "complete"
+
+        self.state = "rebuilding"
+        self._background("rebuild", run)
+
+    def _maybe_run_gates(self) -> None:
+        interval = self.cfg.gates.interval_s
+        if self.state != "running" or time.monotonic() - self.last_gates_at < interval:
+            return
+        if self.last_gates_at == 0.0:
+            self.last_gates_at = time.monotonic()  # first run one interval after start
+            return
+        self.last_gates_at = time.monotonic()
+        try:
+            from engine.gates import run_gates
+        except ImportError:
+            return
+
+        def run() -> None:
+            assert self.store is not None
+            try:
+                self.gates = list(run_gates(self.store, self.cfg, "relaxed"))
+            except Exception as exc:
+                self._record_error("gates", str(exc), None)
+
+        self._background("gates", run)
+
+    def _background(self, name: str, fn: Callable[[], None]) -> bool:
+        """Run fn in a named thread unless one with that name is still running."""
+        with self.lock:
+            t = self._busy.get(name)
+            if t is not None and t.is_alive():
+                return False
+            t = threading.Thread(target=fn, name=name, daemon=True)
+            self._busy[name] = t
+            t.start()
+            return True
+
+    # ---- status -------------------------------------------------------------------------------
+    def status(self) -> EngineStatus:
+        now = self.clock()
+        workers: list[WorkerStatus] = []
+        mono = time.monotonic()
+        sup = self.supervisor
+        if sup is not None:
+            with sup.lock:
+                for k in sorted(sup.shards):
+                    sh = sup.shards[k]
+                    age = mono - sh.last_hb if sh.last_hb and sh.pid else None
+                    workers.append(
+                        WorkerStatus(
+                            shard=k,
+                            state=sh.state,
+                            pid=sh.pid if sup._alive(sh) else None,
+                            day=sh.day if sh.day is not None and sh.day >= 0 else None,
+                            block_from=sh.block_from,
+                            block_to=sh.block_to,
+                            phase=sh.phase,
+                            heartbeat_age_s=age if sh.state not in (DONE,) else None,
+                            rows=sh.rows,
+                            days_done=sh.days_done,
+                            days_planned=sh.days_planned,
+                            restarts=sh.restarts,
+                            last_error=sh.last_error,
+                        )
+                    )
+        with self.lock:
+            complete = len(self.complete)
+            failed = len(self.failed)
+            errors = sorted(self.errors.values(), key=lambda g: -g.last_at)
+            rpc = self._rpc_health()
+        in_progress = len({w.day for w in workers if w.day is not None and w.state != DONE})
+        rows = dict(self.rows_at_start)
+        if self.loader is not None:
+            for kind, n in self.loader.rows_written.items():
+                table = KIND_TO_TABLE[kind]
+                rows[table] = rows.get(table, 0) + n
+        rate = self.rate_history[-1] if self.rate_history else 0.0
+        state = self.state
+        if state == "running" and sup is not None and sup.paused:
+            state = "paused"
+        return EngineStatus(
+            state=state,
+            chain=self.chain,
+            store=self.store.label if self.store is not None else "",
+            shards=self.shards,
+            shard_ids=list(self.shard_ids),
+            started_at=self.started_at,
+            now=now,
+            days_total=self.days_total,
+            days_complete=complete,
+            days_in_progress=in_progress,
+            days_failed=failed,
+            rows_staged=rows,
+            rate_history=list(self.rate_history),
+            rows_per_s=rate,
+            eta_s=self._eta(now),
+            stall_after_s=self.cfg.monitor.stall_after_s,
+            workers=workers,
+            rpc=rpc,
+            errors=errors,
+            gates=list(self.gates),
+            messages=list(self.messages),
+        )
+
+    def _eta(self, now: float) -> float | None:
+        """Seconds until the slowest shard finishes; None while the rate has not settled."""
+        elapsed = now - self.started_at
+        if elapsed < 15:
+            return None
+        worst = 0.0
+        with self.lock:
+            for k in self.shard_ids:
+                remaining = sum(
+                    1 for d in range(k, self.days_total, self.shards) if d not in self.complete
+                )
+                if remaining == 0:
+                    continue
+                done = self.completed_by_shard.get(k, 0)
+                if done == 0:
+                    return None
+                worst = max(worst, remaining * elapsed / done)
+        return worst
+
+    def _rpc_health(self) -> list[RpcHealth]:
+        by_url: dict[str, RpcHealth] = {}
+        p95s: dict[str, list[float]] = {}
+        for healths in self.rpc_by_shard.values():
+            for h in healths:
+                url = str(h.get("url", "?"))
+                agg = by_url.setdefault(url, RpcHealth(url=url))
+                agg.calls += int(h.get("calls", 0))
+                agg.calls_per_s += float(h.get("calls_per_s", 0.0) or 0.0)
+                agg.http_429 += int(h.get("http_429", 0))
+                for k, v in (h.get("errors") or {}).items():
+                    agg.errors[k] = agg.errors.get(k, 0) + int(v)
+                if h.get("p95_ms") is not None:
+                    p95s.setdefault(url, []).append(float(h["p95_ms"]))
+                if h.get("current_range") is not None:
+                    cur = int(h["current_range"])
+                    agg.current_range = min(agg.current_range or cur, cur)
+                cu = h.get("cooling_until")
+                if cu:
+                    agg.cooling_until = max(agg.cooling_until or 0.0, float(cu))
+        for url, vals in p95s.items():
+            by_url[url].p95_ms = max(vals)
+        return list(by_url.values())
+
+    def day_grid(self) -> list[str]:
+        with self.lock:
+            complete = set(self.complete)
+            failed = set(self.failed)
+        running: set[int] = set()
+        if self.supervisor is not None:
+            with self.supervisor.lock:
+                running = {
+                    sh.day
+                    for sh in self.supervisor.shards.values()
+                    if sh.day is not None and sh.state not in (DONE,)
+                }
+        grid = []
+        for d in range(self.days_total):
+            if d in complete:
+                grid.append(DAY_DONE)
+            elif d in failed:
+                grid.append(DAY_FAILED)
+            elif d in running:
+                grid.append(DAY_RUNNING)
+            else:
+                grid.append(DAY_PENDING)
+        return grid
+
+    def duplicates(self) -> list:
+        assert self.store is not None
+        return panels.duplicates(self.store)
+
+    def disk(self):
+        assert self.store is not None
+        return panels.disk(self.store)
+
+    def gates_log_tail(self, n: int = 20) -> list[str]:
+        path = self.cfg.backfill.data_dir / "gates.log"
+        if not path.exists():
+            return []
+        return path.read_text(errors="replace").splitlines()[-n:]
+
+    def worker_log_path(self, shard: int) -> str:
+        return str(self.cfg.backfill.data_dir / f"worker-{shard}.log")
+
+    # ---- operator actions ---------------------------------------------------------------------
+    def scale(self, shards: int) -> str:
+        if not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
+            return f"scale: {shards!r} is not a shard count (expected 1..{MAX_SHARDS})"
+        if self.explicit_shard_ids:
+            return "scale: this console runs --shard-ids; restart each host with the new SHARDS"
+        if self.state not in ("running", "paused"):
+            return f"scale: not running (state {self.state})"
+        old = self.shards
+        if shards == old:
+            return f"already at {shards} shards"
+        sup = self.supervisor
+        assert sup is not None
+
+        def run() -> None:
+            with self.lock:
+                self.shards = shards
+                self.shard_ids = list(range(shards))
+                self.completed_by_shard = {}
+            sup.scale(shards)
+            self.notice(f"scaled {old} -> {shards} shards")
+
+        if not self._background("scale", run):
+            return "scale: a scaling is already in progress"
+        return f"scaling {old} -> {shards} shards (rolling restart; COMPLETE days are skipped)"
+
+    def restart_worker(self, shard: int) -> str:
+        assert self.supervisor is not None
+        ok = self._background(
+            f"restart-{shard}", lambda: self.notice(self.supervisor.restart(shard))
+        )
+        return f"restarting shard {shard}" if ok else f"shard {shard} is already restarting"
+
+    def restart_stalled(self) -> str:
+        assert self.supervisor is not None
+        with self.supervisor.lock:
+            targets = [
+                s.shard for s in self.supervisor.shards.values() if s.state in (STALLED, FATAL)
+            ]
+        if not targets:
+            return "no STALLED or FATAL worker"
+        self._background("restart-stalled", lambda: self.notice(self.supervisor.restart_stalled()))
+        return f"restarting shard(s) {', '.join(map(str, targets))}"
+
+    def pause(self) -> str:
+        assert self.supervisor is not None
+        return self.supervisor.pause()
+
+    def resume(self) -> str:
+        assert self.supervisor is not None
+        return self.supervisor.resume()
+
+    def optimize(self) -> str:
+        def run() -> None:
+            assert self.store is not None
+            t0 = time.monotonic()
+            try:
+                with self.lock:
+                    complete = set(self.complete)
+                done = maintenance.optimize(self.store, complete, self.days_total)
+                self.notice(f"OPTIMIZE done: {done} in {time.monotonic() - t0:.1f}s")
+            except Exception as exc:
+                self._record_error("optimize", str(exc), None)
+                self.notice(f"OPTIMIZE failed: {exc}")
+
+        if not self._background("optimize", run):
+            return "OPTIMIZE is already running"
+        return "OPTIMIZE started in the background (finished partitions, then small tables)"
+
+    def abort(self) -> str:
+        if self.state in ("aborting", "stopped"):
+            return f"already {self.state}"
+        self.state = "aborting"
+        self.exit_reason = "aborted by operator"
+
+        def run() -> None:
+            assert self.supervisor is not None and self.loader is not None
+            self.supervisor.stop_all("abort")
+            self.notice("abort: workers stopped, flushing rows and checkpoints")
+            self._stop.set()
+            self.loader.close()
+            self.state = "stopped"
+            self.notice("abort: done; a rerun resumes from checkpoints")
+
+        self._background("abort", run)
+        return "aborting: workers finish their current chunk, rows are flushed, then exit"
+
+    # ---- control socket -----------------------------------------------------------------------
+    def status_dict(self) -> dict[str, Any]:
+        st = self.status()
+        return {
+            "shards": st.shards,
+            "shard_ids": st.shard_ids,
+            "state": st.state,
+            "chain": st.chain,
+            "store": st.store,
+            "days_complete": st.days_complete,
+            "days_total": st.days_total,
+            "days_failed": st.days_failed,
+            "rows_staged": st.rows_staged,
+            "rows_per_s": round(st.rows_per_s, 1),
+            "eta_s": None if st.eta_s is None else round(st.eta_s),
+            "elapsed_s": round(st.elapsed_s),
+            "workers": [
+                {
+                    "shard": w.shard,
+                    "pid": w.pid,
+                    "state": w.state,
+                    "day": w.day,
+                    "heartbeat_age_s": None
+                    if w.heartbeat_age_s is None
+                    else round(w.heartbeat_age_s, 1),
+                    "rows": w.rows,
+                    "restarts": w.restarts,
+                    "last_error": w.last_error,
+                }
+                for w in st.workers
+            ],
+            "errors": [
+                {"kind": e.kind, "shard": e.shard, "count": e.count, "last": e.last_message}
+                for e in st.errors
+            ],
+        }
+
+    def handle_command(self, req: dict[str, Any]) -> dict[str, Any]:
+        cmd = req.get("cmd")
+        if cmd == "status":
+            return {"ok": True, "status": self.status_dict()}
+        if self.supervisor is None:
+            return {"ok": False, "error": f"console is {self.state}, not ready for {cmd}"}
+        if cmd == "scale":
+            shards = req.get("shards")
+            msg = self.scale(shards if isinstance(shards, int) else -1)
+            return {"ok": msg.startswith("scaling") or msg.startswith("already"), "message": msg}
+        if cmd == "restart":
+            target = req.get("target")
+            if target == "stalled":
+                return {"ok": True, "message": self.restart_stalled()}
+            if isinstance(target, int) and target in self.supervisor.shards:
+                return {"ok": True, "message": self.restart_worker(target)}
+            return {"ok": False, "error": f"restart: no shard {target!r} in {self.shard_ids}"}
+        actions = {
+            "pause": self.pause,
+            "resume": self.resume,
+            "optimize": self.optimize,
+            "abort": self.abort,
+        }
+        if cmd in actions:
+            return {"ok": True, "message": actions[cmd]()}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}

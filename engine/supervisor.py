@@ -1,0 +1,461 @@
+"""Worker processes: spawn, watch, detect stalls, restart with backoff, scale, stop.
+
+One `python -m engine.worker` process per shard, tracked by pid (psutil). Each shard has a state
+(STARTING, RUNNING, STALLED, BACKOFF, STOPPING, DONE, FATAL, STOPPED); every change is one line in
+monitor.log. A shard never has two live processes: the old one is reaped before a new one starts,
+and every tick also scans the process table for strays.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from engine.protocol import ProtocolError, read_message
+from engine.status import (
+    BACKOFF,
+    DONE,
+    FATAL,
+    RUNNING,
+    STALLED,
+    STARTING,
+    STOPPED,
+    STOPPING,
+)
+
+log = logging.getLogger("supervisor")
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the kernel sends SIGTERM to the worker when the console process dies."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # stdin EOF still ends the worker
+
+
+@dataclass
+class MonitorSettings:
+    stall_after_s: float = 300.0
+    check_interval_s: float = 30.0
+    grace_s: float = 10.0
+    max_restarts: int = 5
+    restart_window_s: float = 600.0
+    backoff_initial_s: float = 2.0
+    backoff_max_s: float = 60.0
+
+
+@dataclass
+class Shard:
+    shard: int
+    state: str = STOPPED
+    proc: subprocess.Popen | None = None
+    pid: int | None = None
+    started_at: float = 0.0
+    last_hb: float = 0.0  # monotonic
+    day: int | None = None
+    block_from: int | None = None
+    block_to: int | None = None
+    phase: str = ""
+    rows: int = 0
+    days_done: int = 0
+    days_planned: int = 0
+    restarts: int = 0
+    restart_times: deque = field(default_factory=deque)
+    backoff_s: float = 0.0
+    backoff_until: float = 0.0
+    last_error: str = ""
+    got_done: bool = False
+    stop_requested: bool = False
+    term_sent_at: float | None = None
+    reader: threading.Thread | None = None
+    log_file: IO[bytes] | None = None
+
+
+class Supervisor:
+    """Owns the worker processes of one console. Thread-safe; call tick() periodically."""
+
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        log_dir: Path,
+        plan_for: Callable[[int, int], dict[str, Any]],
+        on_message: Callable[[Shard, dict[str, Any]], None],
+        shards: int,
+        shard_ids: list[int] | None = None,
+        python: str = sys.executable,
+        clock: Callable[[], float] = time.monotonic,
+        command_for: Callable[[int, int], list[str]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.plan_for = plan_for
+        self.on_message = on_message
+        self.shards_total = shards
+        self.shard_ids = list(shard_ids) if shard_ids is not None else list(range(shards))
+        self.python = python
+        self.command_for = command_for or self.worker_command
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.shards: dict[int, Shard] = {}
+        self.paused = False
+        self.last_stall_check = 0.0
+        self.monitor_log = self.log_dir / "monitor.log"
+        self.duplicate_kills = 0
+
+    # ---- logging ------------------------------------------------------------------------------
+    def _monitor_line(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with open(self.monitor_log, "a") as f:
+            f.write(f"{stamp} {text}\n")
+
+    def _set_state(self, sh: Shard, new: str, reason: str) -> None:
+        if sh.state == new:
+            return
+        self._monitor_line(f"shard={sh.shard} pid={sh.pid or '-'} {sh.state} -> {new} ({reason})")
+        log.info("shard %d %s -> %s (%s)", sh.shard, sh.state, new, reason)
+        sh.state = new
+
+    # ---- process control ----------------------------------------------------------------------
+    def worker_log_path(self, shard: int) -> Path:
+        return self.log_dir / f"worker-{shard}.log"
+
+    def worker_command(self, shard: int, shards: int) -> list[str]:
+        """`python -m engine.worker --shard-id K --shards N`, as `ps aux | grep shard-id` shows."""
+        return [
+            self.python,
+            "-m",
+            "engine.worker",
+            "--shard-id",
+            str(shard),
+            "--shards",
+            str(shards),
+        ]
+
+    def start_all(self) -> None:
+        with self.lock:
+            for k in self.shard_ids:
+                sh = self.shards.setdefault(k, Shard(k))
+                if sh.state not in (DONE,) and not self._alive(sh):
+                    self._spawn(sh, "start")
+
+    def _spawn(self, sh: Shard, reason: str) -> None:
+        """Start the shard's worker. Caller holds the lock and has reaped any old process."""
+        assert not self._alive(sh), f"shard {sh.shard} already has a live process"
+        plan = self.plan_for(sh.shard, self.shards_total)
+        sh.days_planned = len(plan.get("days", ()))
+        sh.got_done = False
+        sh.stop_requested = False
+        sh.term_sent_at = None
+        sh.day = None
+        sh.phase = "start"
+        sh.rows = 0
+        if not plan.get("days"):
+            sh.pid = None
+            self._set_state(sh, DONE, "no day left for this shard")
+            return
+        if sh.log_file is None or sh.log_file.closed:
+            sh.log_file = open(self.worker_log_path(sh.shard), "ab")
+        env = dict(os.environ, SHARD_ID=str(sh.shard), SHARDS=str(self.shards_total))
+        env["PYTHONUNBUFFERED"] = "1"
+        proc = subprocess.Popen(
+            self.command_for(sh.shard, self.shards_total),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=sh.log_file,
+            env=env,
+            preexec_fn=_die_with_parent,
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
+        sh.proc = proc
+        sh.pid = proc.pid
+        sh.started_at = time.time()
+        sh.last_hb = self.clock()
+        self._set_state(sh, STARTING, reason)
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(plan).encode() + b"\n")
+            if self.paused:
+                proc.stdin.write(b'{"t":"pause"}\n')
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            sh.last_error = f"could not send plan: {exc}"
+        sh.reader = threading.Thread(
+            target=self._read_loop, args=(sh, proc), name=f"reader-{sh.shard}", daemon=True
+        )
+        sh.reader.start()
+
+    def _read_loop(self, sh: Shard, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        try:
+            while True:
+                try:
+                    msg = read_message(proc.stdout)
+                except ProtocolError as exc:
+                    with self.lock:
+                        sh.last_error = str(exc)[:200]
+                    continue
+                if msg is None:
+                    break
+                with self.lock:
+                    if sh.proc is not proc:
+                        break  # a message from a process we already replaced
+                    self._note(sh, msg)
+                self.on_message(sh, msg)
+        finally:
+            proc.stdout.close()
+
+    def _note(self, sh: Shard, msg: dict[str, Any]) -> None:
+        t = msg.get("t")
+        now = self.clock()
+        if t in ("hb", "hello", "rows", "day_done", "range"):
+            sh.last_hb = now
+            if sh.state in (STARTING, STALLED):
+                self._set_state(sh, RUNNING, "heartbeat")
+        if t == "hb":
+            sh.day = msg.get("day")
+            sh.block_from = msg.get("from")
+            sh.block_to = msg.get("to")
+            sh.phase = msg.get("phase", "")
+        elif t == "day_done":
+            sh.days_done += 1
+        elif t == "rows":
+            sh.rows += int(msg.get("n", 0))
+        elif t == "error":
+            sh.last_error = f"{msg.get('kind')}: {msg.get('msg', '')}"[:300]
+        elif t == "done":
+            sh.got_done = True
+
+    @staticmethod
+    def _alive(sh: Shard) -> bool:
+        return sh.proc is not None and sh.proc.poll() is None
+
+    def _signal(self, sh: Shard, sig: int) -> None:
+        if self._alive(sh):
+            try:
+                assert sh.proc is not None
+                sh.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    def _reap(self, sh: Shard, timeout_s: float) -> int | None:
+        """Wait for the shard's process to exit (SIGKILL after timeout). Returns its exit code."""
+        if sh.proc is None:
+            return None
+        try:
+            return sh.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self._signal(sh, signal.SIGKILL)
+            return sh.proc.wait()
+
+    def _graceful_stop(self, sh: Shard, reason: str) -> None:
+        """SIGTERM, wait grace_s, SIGKILL. Caller holds the lock."""
+        if not self._alive(sh):
+            return
+        sh.stop_requested = True
+        self._set_state(sh, STOPPING, reason)
+        self._signal(sh, signal.SIGTERM)
+        self._reap(sh, self.settings.grace_s)
+
+    # ---- the monitor tick ---------------------------------------------------------------------
+    def tick(self) -> None:
+        now = self.clock()
+        with self.lock:
+            check_stalls = now - self.last_stall_check >= self.settings.check_interval_s
+            if check_stalls:
+                self.last_stall_check = now
+            for sh in self.shards.values():
+                self._tick_shard(sh, now, check_stalls)
+            self._kill_strays()
+
+    def _tick_shard(self, sh: Shard, now: float, check_stalls: bool) -> None:
+        if sh.proc is not None and sh.proc.poll() is not None and sh.state not in (DONE, FATAL):
+            code = sh.proc.returncode
+            if sh.reader is not None:
+                sh.reader.join(2.0)  # let the reader hand over the last messages
+            if code == 0 and sh.got_done:
+                self._set_state(sh, DONE, "all days COMPLETE, exit 0")
+                return
+            if sh.stop_requested:
+                self._set_state(sh, STOPPED, f"stopped by request, exit {code}")
+                return
+            why = f"exited with code {code}" if code is not None else "exited"
+            if code is not None and code < 0:
+                why = f"killed by signal {-code}"
+            sh.last_error = sh.last_error or why
+            self._schedule_restart(sh, why, now)
+            return
+        if sh.state == BACKOFF and now >= sh.backoff_until:
+            self._spawn(sh, f"restart after {sh.backoff_s:.0f}s backoff")
+            return
+        if (
+            check_stalls
+            and sh.state in (RUNNING, STARTING)
+            and self._alive(sh)
+            and now - sh.last_hb > self.settings.stall_after_s
+        ):
+            age = now - sh.last_hb
+            self._set_state(sh, STALLED, f"no heartbeat for {age:.0f}s")
+            sh.last_error = f"stalled: no heartbeat for {age:.0f}s"
+            self._signal(sh, signal.SIGTERM)
+            self._reap(sh, self.settings.grace_s)
+            self._schedule_restart(sh, "stalled", now)
+
+    def _schedule_restart(self, sh: Shard, why: str, now: float) -> None:
+        window = self.settings.restart_window_s
+        sh.restart_times.append(now)
+        while sh.restart_times and now - sh.restart_times[0] > window:
+            sh.restart_times.popleft()
+        if len(sh.restart_times) > self.settings.max_restarts:
+            self._set_state(
+                sh,
+                FATAL,
+                f"{why}; {len(sh.restart_times)} restarts in {window:.0f}s: needs operator",
+            )
+            return
+        sh.restarts += 1
+        s = self.settings
+        sh.backoff_s = (
+            s.backoff_initial_s
+            if sh.backoff_s <= 0
+            else min(s.backoff_max_s, max(s.backoff_initial_s, sh.backoff_s * 2))
+        )
+        sh.backoff_until = now + sh.backoff_s
+        self._set_state(sh, BACKOFF, f"{why}; restart in {sh.backoff_s:.0f}s")
+
+    def _kill_strays(self) -> None:
+        """Any worker process of ours that is not the tracked one for its shard is killed."""
+        tracked = {sh.pid for sh in self.shards.values() if self._alive(sh)}
+        try:
+            children = psutil.Process().children(recursive=False)
+        except psutil.Error:
+            return
+        for child in children:
+            try:
+                cmd = child.cmdline()
+            except psutil.Error:
+                continue
+            if "engine.worker" in cmd and child.pid not in tracked and child.is_running():
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                self.duplicate_kills += 1
+                self._monitor_line(f"pid={child.pid} untracked worker process killed")
+                try:
+                    child.kill()
+                except psutil.Error:
+                    pass
+
+    # ---- operator actions ---------------------------------------------------------------------
+    def restart(self, shard: int, reason: str = "operator restart") -> str:
+        with self.lock:
+            sh = self.shards.get(shard)
+            if sh is None:
+                return f"shard {shard} is not run by this console (shards {self.shard_ids})"
+            self._graceful_stop(sh, reason)
+            sh.restart_times.clear()
+            sh.backoff_s = 0.0
+            sh.restarts += 1
+            self._spawn(sh, reason)
+            return f"shard {shard} restarted (pid {sh.pid})"
+
+    def restart_stalled(self) -> str:
+        with self.lock:
+            targets = [s.shard for s in self.shards.values() if s.state in (STALLED, FATAL)]
+        if not targets:
+            return "no STALLED or FATAL worker"
+        for k in targets:
+            self.restart(k, "operator restart of stalled/fatal")
+        return f"restarted shard(s) {', '.join(map(str, targets))}"
+
+    def scale(self, shards: int, shard_ids: list[int] | None = None) -> str:
+        """Rolling restart with a new SHARDS: stop each worker gracefully, then start the new."""
+        with self.lock:
+            old = self.shards_total
+            for sh in list(self.shards.values()):
+                self._graceful_stop(sh, f"scaling {old} -> {shards}")
+                self._set_state(sh, STOPPED, f"scaled {old} -> {shards}")
+                if sh.log_file is not None:
+                    sh.log_file.close()
+            self.shards_total = shards
+            self.shard_ids = list(shard_ids) if shard_ids is not None else list(range(shards))
+            self.shards = {}
+            self._monitor_line(f"scale {old} -> {shards} shards")
+            self.start_all()
+        return f"scaled {old} -> {shards} shards"
+
+    def _send(self, sh: Shard, msg: dict[str, Any]) -> None:
+        if self._alive(sh) and sh.proc is not None and sh.proc.stdin is not None:
+            try:
+                sh.proc.stdin.write(json.dumps(msg).encode() + b"\n")
+                sh.proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                pass
+
+    def pause(self) -> str:
+        with self.lock:
+            self.paused = True
+            for sh in self.shards.values():
+                self._send(sh, {"t": "pause"})
+        return "paused: workers idle after their current chunk, heartbeats continue"
+
+    def resume(self) -> str:
+        with self.lock:
+            self.paused = False
+            for sh in self.shards.values():
+                self._send(sh, {"t": "resume"})
+        return "resumed"
+
+    def stop_all(self, reason: str = "stop") -> None:
+        """Graceful stop of every worker in parallel: SIGTERM all, wait grace, SIGKILL the rest."""
+        with self.lock:
+            live = [sh for sh in self.shards.values() if self._alive(sh)]
+            for sh in live:
+                sh.stop_requested = True
+                self._set_state(sh, STOPPING, reason)
+                self._signal(sh, signal.SIGTERM)
+            deadline = time.monotonic() + self.settings.grace_s
+            for sh in live:
+                self._reap(sh, max(0.1, deadline - time.monotonic()))
+            for sh in self.shards.values():
+                if sh.reader is not None:
+                    sh.reader.join(5.0)
+                if sh.state not in (DONE, FATAL):
+                    self._set_state(sh, STOPPED, reason)
+                if sh.log_file is not None:
+                    sh.log_file.close()
+
+    def live_pids(self) -> dict[int, list[int]]:
+        """shard -> pids of live worker processes claiming it (for tests and the invariant)."""
+        out: dict[int, list[int]] = {}
+        for child in psutil.Process().children(recursive=False):
+            try:
+                cmd = child.cmdline()
+                if "engine.worker" not in cmd or child.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                k = int(cmd[cmd.index("--shard-id") + 1])
+            except (psutil.Error, ValueError, IndexError):
+                continue
+            out.setdefault(k, []).append(child.pid)
+        return out
+
+    def all_done(self) -> bool:
+        with self.lock:
+            return bool(self.shards) and all(sh.state == DONE for sh in self.shards.values())

@@ -1,0 +1,330 @@
+"""Worker process: fetch one shard's days from JSON-RPC and stream decoded rows to the console.
+
+Run as `python -m engine.worker --shard-id K --shards N` by the supervisor. The first stdin line is
+the plan (days, cached day ranges, RPC and contract settings); later lines are pause/resume/stop.
+Messages go to stdout (engine/protocol.py); human-readable logs go to stderr (worker-K.log).
+The worker never opens the store. It exits when stdin closes (console gone), on SIGTERM after the
+current chunk, or after its last day.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from engine.constants import (
+    CONDITION_RESOLUTION_TOPIC,
+    TOKEN_REGISTERED_TOPIC,
+    TRANSFER_BATCH_TOPIC,
+    TRANSFER_SINGLE_TOPIC,
+    TRANSFER_TOPIC,
+    check_topics,
+)
+from engine.days import BlockClock, day_start_ts
+from engine.decode import DecodeFilter, decode_logs
+from engine.masking import mask_secrets
+from engine.protocol import encode, encode_rows
+from engine.rpc import RangeFailed, RpcError, RpcPool
+
+log = logging.getLogger("worker")
+
+HEARTBEAT_EVERY_S = 2.0
+RPC_HEALTH_EVERY_S = 5.0
+FINALITY_POLL_S = 10.0
+FAILED_DAY_RETRY_S = 30.0
+
+
+def topic_for_address(addr: str) -> str:
+    return "0x" + "0" * 24 + addr.lower()[2:]
+
+
+class Worker:
+    def __init__(self, shard: int, shards: int, plan: dict[str, Any], out=None) -> None:
+        self.shard = shard
+        self.shards = shards
+        self.plan = plan
+        self.out = out or sys.stdout.buffer
+        self.out_lock = threading.Lock()
+        self.stop = threading.Event()
+        self.resumed = threading.Event()
+        self.resumed.set()
+        rpc = plan["rpc"]
+        self.secrets = [u for u in rpc["urls"]]
+        self.alive_window_s = 2 * float(rpc.get("timeout_s", 30)) + 60
+        self.pool = RpcPool(
+            rpc["urls"],
+            requests_per_second=float(rpc["requests_per_second"]),
+            timeout_s=float(rpc["timeout_s"]),
+            max_block_range=int(rpc["max_block_range"]),
+            on_event=self.on_rpc_event,
+        )
+        c = plan["contracts"]
+        self.filter = DecodeFilter(
+            erc20_tokens=frozenset(c["erc20_tokens"]),
+            erc20_counterparties=frozenset(c["erc20_counterparties"]),
+            erc1155=frozenset(c["erc1155"]),
+            exchanges=frozenset(c.get("exchanges", ())),
+        )
+        b = plan["backfill"]
+        self.start_date = dt.date.fromisoformat(b["start_date"])
+        self.confirmations = int(b["confirmations"])
+        self.ranges: dict[int, tuple[int, int]] = {
+            int(k): (int(v[0]), int(v[1])) for k, v in plan.get("ranges", {}).items()
+        }
+        self.clock = BlockClock(self.pool.block_timestamp)
+        # What the heartbeat reports.
+        self.state: dict[str, Any] = {"day": -1, "from": 0, "to": 0, "rows": 0, "phase": "start"}
+        self.last_alive = time.monotonic()
+        self.safe_head = -1
+
+    # ---- output -------------------------------------------------------------------------------
+    def send(self, msg: dict[str, Any]) -> None:
+        self._write(encode(msg))
+
+    def _write(self, data: bytes) -> None:
+        with self.out_lock:
+            try:
+                self.out.write(data)
+                self.out.flush()
+            except (BrokenPipeError, ValueError):
+                os._exit(3)  # console gone: nobody to report to
+
+    def alive(self, **state: Any) -> None:
+        self.state.update(state)
+        self.last_alive = time.monotonic()
+
+    def heartbeat(self, note: str = "") -> None:
+        self.send({"t": "hb", **self.state, "note": note})
+
+    def error(self, kind: str, msg: str, day: int | None = None, count: int = 1) -> None:
+        msg = mask_secrets(msg, self.secrets)
+        log.warning("%s day=%s %s", kind, day, msg)
+        self.send({"t": "error", "kind": kind, "day": day, "msg": msg, "count": count})
+
+    def on_rpc_event(self, kind: str, message: str) -> None:
+        # Retries in progress are progress: keep heartbeating while the pool waits.
+        self.last_alive = time.monotonic()
+        if kind == "retry_wait":
+            self.state["phase"] = "retry"
+            return
+        self.error(kind, message, self.state.get("day"))
+
+    # ---- threads ------------------------------------------------------------------------------
+    def heartbeat_loop(self) -> None:
+        next_rpc = 0.0
+        while not self.stop.wait(HEARTBEAT_EVERY_S):
+            # A hung main loop (no chunk, no retry, no wait for longer than the window) goes quiet
+            # so the monitor can see the stall.
+            if time.monotonic() - self.last_alive < self.alive_window_s:
+                self.heartbeat()
+            if time.monotonic() >= next_rpc:
+                next_rpc = time.monotonic() + RPC_HEALTH_EVERY_S
+                self.send({"t": "rpc", "health": self.pool.health()})
+
+    def command_loop(self, stream) -> None:
+        for line in stream:
+            try:
+                cmd = json.loads(line).get("t")
+            except (json.JSONDecodeError, AttributeError):
+                log.warning("ignoring bad command line %r", line[:100])
+                continue
+            if cmd == "pause":
+                self.resumed.clear()
+            elif cmd == "resume":
+                self.resumed.set()
+            elif cmd == "stop":
+                self.request_stop()
+        # stdin closed: the console is gone. Exit now, leaving no orphan.
+        log.warning("stdin closed: console gone, exiting")
+        os._exit(3)
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self.resumed.set()
+
+    # ---- main work ----------------------------------------------------------------------------
+    def wait_if_paused(self) -> None:
+        if not self.resumed.is_set():
+            self.alive(phase="paused")
+            self.heartbeat("paused")
+            while not self.resumed.wait(1.0):
+                self.alive(phase="paused")
+            self.alive(phase="fetch")
+
+    def refresh_safe_head(self) -> int:
+        self.safe_head = self.pool.block_number() - self.confirmations
+        return self.safe_head
+
+    def day_range(self, day: int) -> tuple[int, int] | None:
+        """The day's block range, or None while the day is not final yet."""
+        if day in self.ranges:
+            return self.ranges[day]
+        t0 = day_start_ts(self.start_date, day)
+        t1 = t0 + 86_400
+        if self.safe_head < 0 or self.clock.ts(self.safe_head) < t1:
+            self.refresh_safe_head()
+        if self.safe_head < 0 or self.clock.ts(self.safe_head) < t1:
+            return None
+        lo = 0
+        known = [r[1] + 1 for d, r in self.ranges.items() if d < day]
+        if known:
+            lo = max(known)
+        first, last = self.clock.day_range(t0, t1, lo, self.safe_head)
+        self.ranges[day] = (first, last)
+        self.send({"t": "range", "day": day, "from": first, "to": last})
+        return first, last
+
+    def fetch_chunk(self, lo: int, hi: int) -> list[dict]:
+        f = self.filter
+        events = [
+            TRANSFER_SINGLE_TOPIC,
+            TRANSFER_BATCH_TOPIC,
+            CONDITION_RESOLUTION_TOPIC,
+            TOKEN_REGISTERED_TOPIC,
+        ]
+        tokens = sorted(f.erc20_tokens)
+        others = sorted(f.erc1155 | f.exchanges)
+        if not f.erc20_counterparties:
+            return self.pool.get_logs(lo, hi, tokens + others, [[TRANSFER_TOPIC, *events]])
+        cps = [topic_for_address(a) for a in sorted(f.erc20_counterparties)]
+        logs = self.pool.get_logs(lo, hi, tokens, [TRANSFER_TOPIC, cps])
+        logs += self.pool.get_logs(lo, hi, tokens, [TRANSFER_TOPIC, None, cps])
+        logs += self.pool.get_logs(lo, hi, others, [events])
+        return logs
+
+    def timestamps_for(self, logs: list[dict]) -> dict[int, int] | None:
+        missing = {int(x["blockNumber"], 16) for x in logs if x.get("blockTimestamp") is None}
+        return {b: self.clock.ts(b) for b in missing} if missing else None
+
+    def run_day(self, day: int) -> bool:
+        """Fetch one day. True when COMPLETE was reported; False when stopped or not final."""
+        self.alive(day=day, phase="range", rows=0, **{"from": 0, "to": 0})
+        rng = self.day_range(day)
+        if rng is None:
+            return False
+        first, last = rng
+        counts: Counter = Counter()
+        skipped: Counter = Counter()
+        pos = first
+        while pos <= last:
+            self.wait_if_paused()
+            if self.stop.is_set():
+                return False
+            hi = min(last, pos + max(1, self.pool.current_range) - 1)
+            self.alive(phase="fetch", **{"from": pos, "to": hi})
+            logs = self.fetch_chunk(pos, hi)
+            decoded = decode_logs(logs, day, self.filter, self.timestamps_for(logs))
+            parts = []
+            for table, rows in decoded.by_table().items():
+                if rows:
+                    counts[table] += len(rows)
+                    parts.append(encode_rows(day, table, rows))
+            if parts:
+                self._write(b"".join(parts))
+            skipped.update(decoded.skipped)
+            self.alive(rows=sum(counts.values()))
+            self.heartbeat()
+            pos = hi + 1
+        for reason in ("erc721_shaped", "malformed"):
+            if skipped[reason]:
+                self.error("decode_skip", f"{reason}: {skipped[reason]} log(s) skipped", day)
+        self.send(
+            {
+                "t": "day_done",
+                "day": day,
+                "from": first,
+                "to": last,
+                "erc20": counts["erc20"],
+                "erc1155": counts["erc1155"],
+                "resolutions": counts["resolutions"],
+                "registrations": counts["registrations"],
+            }
+        )
+        log.info("day %d COMPLETE blocks %d-%d rows %s", day, first, last, dict(counts))
+        return True
+
+    def run(self) -> int:
+        check_topics()
+        todo = list(self.plan["days"])
+        log.info("shard %d/%d: %d day(s) to do", self.shard, self.shards, len(todo))
+        self.send({"t": "hello", "shard": self.shard, "pid": os.getpid(), "days": len(todo)})
+        retry_at: dict[int, float] = {}
+        while todo and not self.stop.is_set():
+            day = todo[0]
+            if retry_at.get(day, 0) > time.monotonic():
+                self.alive(phase="retry_wait")
+                self.stop.wait(1.0)
+                continue
+            try:
+                done = self.run_day(day)
+            except (RangeFailed, RpcError) as exc:
+                self.error(getattr(exc, "kind", "rpc_error") or "rpc_error", str(exc), day)
+                self.error("day_failed", f"day {day} not complete: {exc}; retrying later", day)
+                todo.append(todo.pop(0))
+                retry_at[day] = time.monotonic() + FAILED_DAY_RETRY_S
+                continue
+            if done:
+                todo.pop(0)
+                retry_at.pop(day, None)
+            elif not self.stop.is_set():
+                self.alive(phase="wait_final")
+                self.heartbeat(f"day {day} not final yet")
+                self.stop.wait(FINALITY_POLL_S)
+        if self.stop.is_set() and todo:
+            log.info("stopping with %d day(s) left", len(todo))
+            return 0
+        self.send({"t": "done"})
+        return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m engine.worker",
+        description="Backfill worker: fetch this shard's days; reads its plan from stdin.",
+    )
+    p.add_argument("--shard-id", type=int, default=os.environ.get("SHARD_ID"))
+    p.add_argument("--shards", type=int, default=os.environ.get("SHARDS"))
+    args = p.parse_args(argv)
+    if args.shard_id is None or args.shards is None:
+        p.error("--shard-id and --shards (or env SHARD_ID and SHARDS) are required")
+    if not (args.shards >= 1 and 0 <= args.shard_id < args.shards):
+        p.error(f"--shard-id {args.shard_id} must be in 0..{args.shards - 1}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format=f"%(asctime)s shard={args.shard_id} pid={os.getpid()} %(levelname)s %(message)s",
+    )
+    line = sys.stdin.readline()
+    if not line:
+        log.error("no plan on stdin")
+        return 2
+    plan = json.loads(line)
+    worker = Worker(args.shard_id, args.shards, plan)
+    signal.signal(signal.SIGTERM, lambda *_: worker.request_stop())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the console handles Ctrl-C and stops us
+    threading.Thread(target=worker.command_loop, args=(sys.stdin,), daemon=True).start()
+    threading.Thread(target=worker.heartbeat_loop, daemon=True).start()
+    try:
+        return worker.run()
+    except Exception as exc:  # report, then die non-zero so the supervisor restarts us
+        worker.error("crash", f"{type(exc).__name__}: {exc}")
+        log.exception("worker crashed")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
