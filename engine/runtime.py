@@ -371,16 +371,18 @@ class Engine:
             missing = [d for d in self.scope_days() if d not in self.complete]
         if missing or not self.supervisor.all_done():
             return
-        self.state = "complete"
         self.notice(f"COMPLETE: all {len(self.scope_days())} days of this console are staged")
         if self.run_on_complete and not self.explicit_shard_ids:
-            self._on_complete_hook()
+            self._on_complete_hook()  # state: rebuilding, then complete
+        else:
+            self.state = "complete"
 
     def _on_complete_hook(self) -> None:
         """Rebuild analytics once everything is staged (engine/rebuild.py), in the background."""
         try:
             from engine.rebuild import rebuild
         except ImportError:
+            self.state = "complete"
             return
 
         def run() -> None:

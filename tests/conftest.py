@@ -1,0 +1,26 @@
+"""Fixtures shared by the end-to-end tests: one devchain cache for the whole session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+E2E_DAYS = 8
+
+
+@pytest.fixture(scope="session")
+def devchain_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder holding built devchains; each spec is built once per session, then loaded."""
+    return tmp_path_factory.mktemp("devchain-cache")
+
+
+def ground_truth_for(config: Path) -> dict:
+    """The ground truth of the devchain a config describes (built by the console on first run)."""
+    from engine.config import load_config
+    from engine.devchain import DevchainSpec
+
+    cfg = load_config(config)
+    spec = DevchainSpec.from_config(cfg)
+    return json.loads((cfg.devchain.state_dir / spec.key() / "ground_truth.json").read_text())

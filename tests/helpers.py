@@ -1,0 +1,218 @@
+"""Shared test helpers: tiny configs, running the real CLI, and reading the store in a subprocess.
+
+chdb allows one open data directory per process at a time, so checks on a console's store run in
+a short-lived subprocess (`python -m tests.helpers --config FILE SQL`) after the console exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_config(
+    folder: Path,
+    *,
+    days: int,
+    devchain_state: Path | None = None,
+    shards: int = 2,
+    seed: int = 7,
+    rpc_urls: list[str] | None = None,
+    extra: str = "",
+    start_date: str = "2022-12-18",
+    max_block_range: int = 2000,
+    monitor: dict[str, float] | None = None,
+    devchain: dict[str, Any] | None = None,
+) -> Path:
+    """A config.toml for a small run with every path inside `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mon = {
+        "stall_after_s": 60,
+        "check_interval_s": 1,
+        "grace_s": 3,
+        "max_restarts": 5,
+        "restart_window_s": 600,
+        "backoff_initial_s": 0.5,
+        "backoff_max_s": 2,
+    }
+    mon.update(monitor or {})
+    dev = {"seed": seed, "blocks_per_day": 48, "wallets": 12, "transfers_per_day": 40}
+    dev.update(devchain or {})
+    urls = json.dumps(rpc_urls or [])
+    text = f"""
+[rpc]
+urls = {urls}
+requests_per_second = 1000.0
+timeout_s = 5.0
+max_block_range = {max_block_range}
+
+[clickhouse]
+path = "clickhouse"
+
+[backfill]
+start_date = "{start_date}"
+days = {days}
+shards = {shards}
+confirmations = 2
+data_dir = "backfill"
+
+[monitor]
+{chr(10).join(f"{k} = {v}" for k, v in mon.items())}
+
+[devchain]
+state_dir = "{devchain_state or (folder / "devchain")}"
+{chr(10).join(f"{k} = {json.dumps(v)}" for k, v in dev.items())}
+{extra}
+"""
+    path = folder / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None):
+    """Run `backfill-console ARGS` (as `python -m engine.cli`) to completion."""
+    e = {k: v for k, v in os.environ.items() if k not in ("ETHEREUM_RPC_URLS", "SHARDS")}
+    e.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        cwd=ROOT,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start `backfill-console ARGS` in the background (stdout/stderr piped, text)."""
+    e = {k: v for k, v in os.environ.items() if k not in ("ETHEREUM_RPC_URLS", "SHARDS")}
+    e.update(env or {})
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", *args],
+        cwd=ROOT,
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def store_query(config: Path, sql: str) -> list[list[Any]]:
+    """Rows of `sql` ({db} = the configured database) from the config's store, in a subprocess."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.helpers", str(config), sql],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if out.returncode != 0:
+        raise AssertionError(f"store query failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout)
+
+
+def _main() -> None:
+    from engine.config import load_config
+    from engine.store import open_store
+
+    cfg = load_config(sys.argv[1])
+    store = open_store(cfg)
+    try:
+        rows = store.query(sys.argv[2].replace("{db}", store.database))
+    finally:
+        store.close()
+    print(json.dumps([list(r) for r in rows], default=str))
+
+
+class ConsoleRun:
+    """A headless console running in the background; its output is collected line by line."""
+
+    def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        import threading
+
+        self.config = config
+        self.proc = start_cli("--no-ui", "--config", str(config), *args, env=env)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, pred, timeout: float = 120.0, what: str = "condition") -> None:
+        import time
+
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return
+            if self.proc.poll() is not None and not pred():
+                raise AssertionError(
+                    f"console exited ({self.proc.returncode}) before {what}:\n{self.output[-3000:]}"
+                )
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.output[-3000:]}")
+
+    def days_complete(self) -> int:
+        """Days COMPLETE according to the last progress line (-1 before the first)."""
+        import re
+
+        for line in reversed(self.lines):
+            m = re.search(r" days (\d+)/(\d+) ", line)
+            if m:
+                return int(m.group(1))
+        return -1
+
+    def ctl(self, *args: str, timeout: float = 60):
+        return cli("ctl", "--config", str(self.config), *args, timeout=timeout)
+
+    def status(self) -> dict:
+        out = self.ctl("status", "--json")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def finish(self, timeout: float = 300) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def worker_processes(console_pid: int) -> dict[int, list[int]]:
+    """shard -> pids of live `engine.worker` children of a console."""
+    import psutil
+
+    out: dict[int, list[int]] = {}
+    try:
+        children = psutil.Process(console_pid).children(recursive=False)
+    except psutil.Error:
+        return out
+    for child in children:
+        try:
+            cmd = child.cmdline()
+            if "engine.worker" not in cmd or child.status() == psutil.STATUS_ZOMBIE:
+                continue
+            out.setdefault(int(cmd[cmd.index("--shard-id") + 1]), []).append(child.pid)
+        except (psutil.Error, ValueError, IndexError):
+            continue
+    return out
+
+
+if __name__ == "__main__":
+    _main()
