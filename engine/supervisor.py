@@ -83,6 +83,7 @@ class Shard:
     backoff_until: float = 0.0
     last_error: str = ""
     got_done: bool = False
+    exit_handled: bool = False
     stop_requested: bool = False
     term_sent_at: float | None = None
     reader: threading.Thread | None = None
@@ -163,6 +164,7 @@ class Supervisor:
         plan = self.plan_for(sh.shard, self.shards_total)
         sh.days_planned = len(plan.get("days", ()))
         sh.got_done = False
+        sh.exit_handled = False
         sh.stop_requested = False
         sh.term_sent_at = None
         sh.day = None
@@ -237,6 +239,7 @@ class Supervisor:
             sh.phase = msg.get("phase", "")
         elif t == "day_done":
             sh.days_done += 1
+            sh.backoff_s = 0.0  # healthy again: the next failure starts from the initial backoff
         elif t == "rows":
             sh.rows += int(msg.get("n", 0))
         elif t == "error":
@@ -287,7 +290,8 @@ class Supervisor:
             self._kill_strays()
 
     def _tick_shard(self, sh: Shard, now: float, check_stalls: bool) -> None:
-        if sh.proc is not None and sh.proc.poll() is not None and sh.state not in (DONE, FATAL):
+        if sh.proc is not None and not sh.exit_handled and sh.proc.poll() is not None:
+            sh.exit_handled = True  # each exit is handled (and counted) exactly once
             code = sh.proc.returncode
             if sh.reader is not None:
                 sh.reader.join(2.0)  # let the reader hand over the last messages
@@ -304,7 +308,7 @@ class Supervisor:
             self._schedule_restart(sh, why, now)
             return
         if sh.state == BACKOFF and now >= sh.backoff_until:
-            self._spawn(sh, f"restart after {sh.backoff_s:.0f}s backoff")
+            self._spawn(sh, f"restart after {sh.backoff_s:.1f}s backoff")
             return
         if (
             check_stalls
@@ -317,6 +321,7 @@ class Supervisor:
             sh.last_error = f"stalled: no heartbeat for {age:.0f}s"
             self._signal(sh, signal.SIGTERM)
             self._reap(sh, self.settings.grace_s)
+            sh.exit_handled = True
             self._schedule_restart(sh, "stalled", now)
 
     def _schedule_restart(self, sh: Shard, why: str, now: float) -> None:
@@ -339,7 +344,7 @@ class Supervisor:
             else min(s.backoff_max_s, max(s.backoff_initial_s, sh.backoff_s * 2))
         )
         sh.backoff_until = now + sh.backoff_s
-        self._set_state(sh, BACKOFF, f"{why}; restart in {sh.backoff_s:.0f}s")
+        self._set_state(sh, BACKOFF, f"{why}; restart in {sh.backoff_s:.1f}s")
 
     def _kill_strays(self) -> None:
         """Any worker process of ours that is not the tracked one for its shard is killed."""

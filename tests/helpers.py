@@ -183,6 +183,13 @@ class ConsoleRun:
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
+    def worker_states(self) -> list[str]:
+        """States of the workers, [] while the console is not answering yet."""
+        out = self.ctl("status", "--json")
+        if out.returncode != 0:
+            return []
+        return [w["state"] for w in json.loads(out.stdout)["workers"]]
+
     def finish(self, timeout: float = 300) -> int:
         code = self.proc.wait(timeout)
         self._reader.join(5)
