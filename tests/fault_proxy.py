@@ -1,0 +1,542 @@
+"""A fault-injecting JSON-RPC proxy for tests, on loopback, in front of one real (anvil) node.
+
+``FaultProxy(upstream, FaultConfig(...))`` is a context manager that serves on a free loopback
+port; ``proxy.url`` (any path works, e.g. ``proxy.url + "/v3/SECRET"``) forwards JSON-RPC POSTs to
+the upstream node only (it refuses any non-loopback upstream). Per request, with a seeded RNG, it
+injects one of:
+
+- HTTP 429 (``p_429``), with a ``Retry-After`` header when ``retry_after`` is set (seconds or an
+  HTTP date string, sent verbatim); or a JSON-RPC -32005 rate-limit error (``p_rpc_rate``);
+- a slow response (``p_slow``, sleeps ``slow_s`` before answering: past a client timeout);
+- HTTP 5xx (``p_5xx``);
+- a dropped connection (``p_drop``: closed without any response);
+- truncated JSON (``p_truncate``: a 200 whose body is cut in the middle);
+- a provider cap on eth_getLogs: ``cap_max_range`` blocks and/or ``cap_max_results`` logs,
+  answered with the message style ``cap_style`` (see ``CAP_STYLES``), with or without a suggested
+  range (``cap_suggest``; styles that always or never suggest ignore it);
+- ``fail_blocks``: any eth_getLogs range containing one of these blocks always gets an HTTP 500;
+- ``slow_above_span``: eth_getLogs over more blocks than this always answers after ``slow_s``.
+
+``faulty_methods`` limits the random faults to some methods (None: all) and ``max_faults`` their
+number (None: unlimited). It counts requests per
+method (``counts``), and records every request (``records``: monotonic time, method, status sent,
+params) so tests can check Retry-After gaps.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+#: Message styles for the eth_getLogs cap (see cap_message). "infura" and "max_results_retry"
+#: word a block-range violation differently from a result-count one, as those providers do; the
+#: other styles answer both with their one message (an ambiguous provider).
+CAP_STYLES = (
+    "infura",  # query returned more than N results. Try with this block range [0x.., 0x..]
+    "alchemy",  # Log response size exceeded. ... this block range should work: [0x.., 0x..]
+    "too_wide",  # block range is too wide
+    "max_block_range",  # exceed maximum block range: 50000
+    "range_too_large",  # eth_getLogs block range too large, range: 99991, max: 3500
+    "max_results_retry",  # query exceeds max results 20000, retry with the range 100-200
+    "limited_to",  # eth_getLogs is limited to a 10,000 range
+    "exceeds_limit",  # range 20000 exceeds limit of 10000
+)
+
+
+def cap_message(style: str, ctx: dict[str, Any]) -> tuple[int, str]:
+    """(JSON-RPC code, message) for a capped eth_getLogs request in the given style."""
+    mr, mres, span = ctx["max_range"], ctx["max_results"], ctx["span"]
+    sug = ctx["sug_from"] is not None and ctx["suggest"]
+    blocks = ctx.get("violation") == "blocks"
+    # Providers with both caps word a block-range violation differently (and suggest nothing).
+    if style == "infura" and blocks:
+        return -32602, f"range {span} exceeds limit of {mr}"
+    if style == "max_results_retry" and blocks:
+        return -32602, f"query exceeds max block range {mr}"
+    if style == "infura":
+        msg = f"query returned more than {mres or 10000} results"
+        if sug:
+            msg += f". Try with this block range [{ctx['sug_from']:#x}, {ctx['sug_to']:#x}]."
+        return -32005, msg
+    if style == "alchemy":
+        msg = "Log response size exceeded."
+        if sug:
+            msg += (
+                f" You can make eth_getLogs requests with up to a {(mr or 2000) // 1000}K block"
+                f" range and no limit on the response size, or you can request any block range"
+                f" with a cap of {(mres or 10000) // 1000}K logs in the response. Based on your"
+                f" parameters, this block range should work: [{ctx['sug_from']:#x},"
+                f" {ctx['sug_to']:#x}]"
+            )
+        return -32602, msg
+    if style == "too_wide":
+        return -32000, "block range is too wide"
+    if style == "max_block_range":
+        return -32000, f"exceed maximum block range: {mr or 50000}"
+    if style == "range_too_large":
+        return -32000, f"eth_getLogs block range too large, range: {span}, max: {mr or 3500}"
+    if style == "max_results_retry":
+        msg = f"query exceeds max results {mres or 20000}"
+        if sug:
+            msg += f", retry with the range {ctx['sug_from']}-{ctx['sug_to']}"
+        return -32602, msg
+    if style == "limited_to":
+        return -32602, f"eth_getLogs is limited to a {mr or 10000:,} range"
+    if style == "exceeds_limit":
+        return -32602, f"range {span} exceeds limit of {mr or 10000}"
+    raise ValueError(f"unknown cap style {style!r}")
+
+
+@dataclass
+class FaultConfig:
+    """What the proxy injects; shares are probabilities per request (checked in this order)."""
+
+    p_429: float = 0.0
+    retry_after: str | None = None
+    p_rpc_rate: float = 0.0
+    p_slow: float = 0.0
+    slow_s: float = 1.0
+    p_5xx: float = 0.0
+    p_drop: float = 0.0
+    p_truncate: float = 0.0
+    cap_max_range: int | None = None
+    cap_max_results: int | None = None
+    cap_style: str = "infura"
+    cap_suggest: bool = True
+    fail_blocks: frozenset[int] = frozenset()
+    slow_above_span: int | None = None
+    faulty_methods: frozenset[str] | None = None
+    max_faults: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class Record:
+    t: float  # time.monotonic() when the request arrived
+    method: str
+    status: int | str  # HTTP status sent, or the fault: "drop", "slow", "truncate", "cap", ...
+    params: Any = None
+    wall: float = 0.0  # time.time() when the request arrived
+
+
+@dataclass
+class _State:
+    cfg: FaultConfig
+    upstream: str
+    rng: random.Random
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counts: Counter = field(default_factory=Counter)
+    faults: int = 0
+    records: list[Record] = field(default_factory=list)
+    local: threading.local = field(default_factory=threading.local)
+
+
+def _hex_or_int(v: Any) -> int:
+    return int(v, 16) if isinstance(v, str) else int(v)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    wbufsize = -1  # headers and body leave in one write (flushed after each request) ...
+    disable_nagle_algorithm = True  # ... and at once: no 40 ms delayed-ACK stalls
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    # -- helpers
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _rpc_error(self, req_id: Any, code: int, message: str, status: int = 200) -> None:
+        body = {"jsonrpc": "2.0", "id": req_id, "error": {"code": code, "message": message}}
+        self._send(status, json.dumps(body).encode())
+
+    def _forward(self, raw: bytes) -> tuple[int, bytes]:
+        st = self.server.state
+        sess = getattr(st.local, "session", None)
+        if sess is None:
+            sess = st.local.session = requests.Session()
+        r = sess.post(st.upstream, data=raw, headers={"Content-Type": "application/json"})
+        return r.status_code, r.content
+
+    def _record(self, method: str, status: int | str, params: Any) -> None:
+        st = self.server.state
+        with st.lock:
+            st.counts[method] += 1
+            st.records.append(Record(self._t0, method, status, params, self._w0))
+
+    # -- main
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        self._t0, self._w0 = time.monotonic(), time.time()
+        st = self.server.state
+        cfg = st.cfg
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        try:
+            req = json.loads(raw)
+        except ValueError:
+            self._record("?", 400, None)
+            self._rpc_error(None, -32700, "parse error", 400)
+            return
+        if isinstance(req, list):  # batches: forwarded untouched
+            self._record("batch", 200, None)
+            status, body = self._forward(raw)
+            self._send(status, body)
+            return
+        method = str(req.get("method"))
+        req_id = req.get("id")
+        params = req.get("params")
+
+        fault = None
+        if (cfg.faulty_methods is None or method in cfg.faulty_methods) and (
+            cfg.max_faults is None or st.faults < cfg.max_faults
+        ):
+            with st.lock:
+                r = st.rng.random()
+            edges = [
+                ("429", cfg.p_429),
+                ("rpc_rate", cfg.p_rpc_rate),
+                ("slow", cfg.p_slow),
+                ("5xx", cfg.p_5xx),
+                ("drop", cfg.p_drop),
+                ("truncate", cfg.p_truncate),
+            ]
+            acc = 0.0
+            for name, p in edges:
+                acc += p
+                if r < acc:
+                    fault = name
+                    with st.lock:
+                        st.faults += 1
+                    break
+
+        if fault == "429":
+            self._record(method, 429, params)
+            headers = {"Retry-After": cfg.retry_after} if cfg.retry_after is not None else {}
+            self._send(429, b'{"error":"Too Many Requests"}', headers)
+            return
+        if fault == "rpc_rate":
+            self._record(method, "rpc_rate", params)
+            self._rpc_error(req_id, -32005, "limit exceeded")
+            return
+        if fault == "5xx":
+            self._record(method, 503, params)
+            self._send(503, b"<html><body>503 Service Unavailable</body></html>")
+            return
+        if fault == "drop":
+            self._record(method, "drop", params)
+            self.close_connection = True
+            return
+        if fault == "slow":
+            self._record(method, "slow", params)
+            time.sleep(cfg.slow_s)
+            status, body = self._forward(raw)  # the answer, too late for the client
+            self._send(status, body)
+            return
+
+        if method == "eth_getLogs" and params:
+            flt = params[0]
+            frm, to = _hex_or_int(flt.get("fromBlock", 0)), _hex_or_int(flt.get("toBlock", 0))
+            if cfg.slow_above_span is not None and to - frm + 1 > cfg.slow_above_span:
+                self._record(method, "slow", params)
+                time.sleep(cfg.slow_s)  # a heavy query: the answer comes after the client left
+                self._send(*self._forward(raw))
+                return
+            if any(frm <= b <= to for b in cfg.fail_blocks):
+                self._record(method, 500, params)
+                body = {"jsonrpc": "2.0", "id": req_id, "error": {"code": -32603, "message": "x"}}
+                self._send(500, json.dumps(body).encode())
+                return
+            span = to - frm + 1
+            if cfg.cap_max_range is not None and span > cfg.cap_max_range:
+                sug_to = frm + cfg.cap_max_range - 1
+                if cfg.cap_max_results is not None:
+                    status, body = self._forward(raw)
+                    logs = json.loads(body).get("result") or []
+                    sug_to = min(sug_to, _suggest_end(logs, frm, sug_to, cfg.cap_max_results))
+                self._cap(req_id, method, params, frm, to, span, frm, sug_to, "blocks")
+                return
+            status, body = self._forward(raw)
+            if cfg.cap_max_results is not None:
+                logs = json.loads(body).get("result") or []
+                if len(logs) > cfg.cap_max_results:
+                    sug_to = _suggest_end(logs, frm, to, cfg.cap_max_results)
+                    self._cap(req_id, method, params, frm, to, span, frm, sug_to, "results")
+                    return
+        else:
+            status, body = self._forward(raw)
+
+        if fault == "truncate":
+            self._record(method, "truncate", params)
+            self._send(200, body[: max(1, len(body) // 2)])
+            return
+        self._record(method, status, params)
+        self._send(status, body)
+
+    def _cap(
+        self,
+        req_id: Any,
+        method: str,
+        params: Any,
+        frm: int,
+        to: int,
+        span: int,
+        sf: int,
+        st: int,
+        violation: str,
+    ) -> None:
+        cfg = self.server.state.cfg
+        ctx = {
+            "frm": frm,
+            "to": to,
+            "span": span,
+            "max_range": cfg.cap_max_range,
+            "max_results": cfg.cap_max_results,
+            "sug_from": sf if st >= sf else None,
+            "sug_to": st,
+            "suggest": cfg.cap_suggest,
+            "violation": violation,
+        }
+        code, msg = cap_message(cfg.cap_style, ctx)
+        self._record(method, "cap", params)
+        self._rpc_error(req_id, code, msg)
+
+
+def _suggest_end(logs: list[dict], frm: int, to: int, max_results: int) -> int:
+    """Largest end <= to such that [frm, end] holds at most max_results of ``logs``."""
+    per_block = Counter(int(lg["blockNumber"], 16) for lg in logs)
+    total = 0
+    end = frm - 1
+    for b in sorted(per_block):
+        if b > to:
+            break
+        if total + per_block[b] > max_results:
+            return max(frm - 1, b - 1)
+        total += per_block[b]
+        end = b
+    return to if total <= max_results else end
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    state: _State
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that timed out and went away are expected here
+
+
+class FaultProxy:
+    """Loopback fault-injecting proxy; use as a context manager."""
+
+    def __init__(self, upstream: str, config: FaultConfig | None = None) -> None:
+        host = urlsplit(upstream).hostname
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("FaultProxy only forwards to a loopback upstream")
+        self.config = config or FaultConfig()
+        self._state = _State(self.config, upstream, random.Random(self.config.seed))
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "proxy not started"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def counts(self) -> Counter:
+        with self._state.lock:
+            return Counter(self._state.counts)
+
+    @property
+    def records(self) -> list[Record]:
+        with self._state.lock:
+            return list(self._state.records)
+
+    def set_config(self, config: FaultConfig) -> None:
+        """Swap the fault config (the RNG is re-seeded)."""
+        with self._state.lock:
+            self.config = config
+            self._state.cfg = config
+            self._state.rng = random.Random(config.seed)
+
+    def reset_stats(self) -> None:
+        with self._state.lock:
+            self._state.counts.clear()
+            self._state.records.clear()
+
+    def start(self) -> FaultProxy:
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.state = self._state
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# A real anvil node populated with logs quickly (tests and bench/rpc_calls.py)
+
+ANVIL_BIN = (
+    Path(__file__).resolve().parent.parent
+    / "tools/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+)
+
+EMITTER_A = "0x00000000000000000000000000000000000a11ce"
+EMITTER_B = "0x00000000000000000000000000000000000b0b00"
+
+
+#: Mining thousands of blocks slows down with chain length under Prague (EIP-2935 history
+#: contract) and with full state history: 5,000 empty blocks took ~18 s; with these flags ~0.1 s.
+FAST_MINING_ARGS = ("--hardfork", "cancun", "--prune-history")
+
+
+def emitter_code(logs_per_call: int) -> str:
+    """Runtime code that copies its calldata to memory and emits it as LOG0 ``n`` times."""
+    # CALLDATASIZE PUSH1 0 PUSH1 0 CALLDATACOPY, then n x (CALLDATASIZE PUSH1 0 LOG0), STOP
+    return "0x366000600037" + "366000a0" * logs_per_call + "00"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AnvilNode:
+    """An anvil process on a free loopback port; context manager."""
+
+    def __init__(
+        self, timestamp: int = 1_700_000_000, extra_args: Sequence[str] = FAST_MINING_ARGS
+    ) -> None:
+        self.extra_args = list(extra_args)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.timestamp = timestamp
+        self.proc: Any = None
+        self._session = requests.Session()
+        self._ids = 0
+
+    def __enter__(self) -> AnvilNode:
+        import subprocess
+
+        self.proc = subprocess.Popen(
+            [
+                str(ANVIL_BIN),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--silent",
+                "--timestamp",
+                str(self.timestamp),
+                "--gas-limit",
+                "300000000",
+                *self.extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.rpc("eth_chainId", [])
+                return self
+            except requests.RequestException:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.__exit__()
+                    raise RuntimeError("anvil did not start") from None
+                time.sleep(0.05)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except Exception:  # noqa: BLE001
+                self.proc.kill()
+            self.proc = None
+
+    def rpc(self, method: str, params: list) -> Any:
+        self._ids += 1
+        r = self._session.post(
+            self.url,
+            json={"jsonrpc": "2.0", "id": self._ids, "method": method, "params": params},
+            timeout=60,
+        )
+        body = r.json()
+        if "error" in body:
+            raise RuntimeError(f"{method}: {body['error']}")
+        return body["result"]
+
+    def batch(self, calls: list[tuple[str, list]]) -> list[Any]:
+        payload = []
+        for method, params in calls:
+            self._ids += 1
+            payload.append({"jsonrpc": "2.0", "id": self._ids, "method": method, "params": params})
+        r = self._session.post(self.url, json=payload, timeout=120)
+        out = r.json()
+        for item in out:
+            if "error" in item:
+                raise RuntimeError(f"batch: {item['error']}")
+        return [item["result"] for item in sorted(out, key=lambda x: x["id"])]
+
+    def populate(self, blocks: list[tuple[int, int, int]], seed: int = 1) -> int:
+        """Mine a history: ``blocks`` is [(empty_blocks_before, txs_to_A, txs_to_B), ...].
+
+        Each tx to EMITTER_A emits 50 logs, each tx to EMITTER_B one log. Returns the head.
+        """
+        rng = random.Random(seed)
+        self.rpc("anvil_setCode", [EMITTER_A, emitter_code(50)])
+        self.rpc("anvil_setCode", [EMITTER_B, emitter_code(1)])
+        sender = self.rpc("eth_accounts", [])[0]
+        self.rpc("evm_setAutomine", [False])
+        try:
+            for gap, n_a, n_b in blocks:
+                if gap > 0:
+                    self.rpc("anvil_mine", [hex(gap), "0xc"])
+                sends = []
+                for target, n in ((EMITTER_A, n_a), (EMITTER_B, n_b)):
+                    for _ in range(n):
+                        data = "0x" + rng.randbytes(32).hex()
+                        tx = {"from": sender, "to": target, "data": data, "gas": hex(200_000)}
+                        sends.append(("eth_sendTransaction", [tx]))
+                if sends:
+                    self.batch(sends)
+                self.rpc("evm_mine", [])
+        finally:
+            self.rpc("evm_setAutomine", [True])
+        return int(self.rpc("eth_blockNumber", []), 16)
