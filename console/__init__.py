@@ -1,0 +1,1 @@
+"""Textual operator console: renders engine.status, calls EngineApi actions; no SQL."""

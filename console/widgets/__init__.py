@@ -1,0 +1,1 @@
+"""The main screen's panels; each renders from `console.data.ConsoleData`."""

@@ -1,0 +1,65 @@
+"""Panel base class and shared styles: a bordered box that renders from ConsoleData."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.containers import Vertical
+
+from console import fmt
+from console.data import ConsoleData
+
+# Rich styles used across panels (plain colour names: readable in 16- and 256-colour tmux too).
+OK = "green"
+WARN = "yellow"
+BAD = "bold red"
+ALARM = "bold white on red"
+MUTED = "dim"
+
+STATE_STYLES = {
+    "STARTING": "cyan",
+    "RUNNING": "green",
+    "STALLED": "bold yellow",
+    "BACKOFF": "yellow",
+    "STOPPING": "magenta",
+    "DONE": "blue",
+    "FATAL": ALARM,
+    "STOPPED": MUTED,
+}
+ENGINE_STATE_STYLES = {
+    "starting": "bold cyan",
+    "running": "bold green",
+    "paused": "bold black on yellow",
+    "aborting": ALARM,
+    "stopped": ALARM,
+    "complete": "bold black on green",
+    "rebuilding": "bold cyan",
+}
+
+
+class DataView:
+    """Mixin for widgets that render ConsoleData; the app calls show() when a SOURCE changes."""
+
+    SOURCES: ClassVar[tuple[str, ...]] = ()
+
+    def show(self, data: ConsoleData, now: float) -> None:
+        """Render the latest data (called on the UI thread after a source changed)."""
+
+
+class Panel(DataView, Vertical):
+    """A titled box on the main screen. Subclasses list the data SOURCES they render."""
+
+    TITLE: ClassVar[str] = ""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, classes="panel")
+        self.border_title = self.TITLE
+
+
+def error_text(what: str, message: str, at: float | None, now: float) -> Text:
+    """'<what> failed 3s ago: <message>' in red, for a panel whose query raised."""
+    when = f" {fmt.age(now - at)} ago" if at is not None else ""
+    t = Text(f"{what} failed{when}: ", style=BAD)
+    t.append(message, style="red")
+    return t

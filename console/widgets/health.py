@@ -1,0 +1,236 @@
+"""Right-hand panels: Duplicates, Gates, RPC health and Disk."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from console import fmt
+from console.data import DISK, DUPLICATES, GATES_LOG, STATUS, ConsoleData
+from console.widgets.base import ALARM, BAD, MUTED, OK, WARN, Panel, error_text
+
+DUPLICATES_EVERY_S = 15.0
+DISK_EVERY_S = 10.0
+PARTS_WARN = 300  # ClickHouse slows inserts near 1000 active parts per partition
+PARTS_BAD = 1000
+FREE_WARN = 0.15
+FREE_BAD = 0.05
+DISK_ROWS = 6  # largest tables shown; the rest are summed on one line
+
+
+def _table() -> Table:
+    return Table(box=None, expand=True, pad_edge=False, padding=(0, 1), show_edge=False)
+
+
+class _BodyPanel(Panel):
+    """A panel with one Static body."""
+
+    def compose(self) -> ComposeResult:
+        yield Static("", classes="body")
+
+    def body(self, renderable: object) -> None:
+        self.query_one(".body", Static).update(renderable)
+
+
+def _checked(updated: float | None, now: float, every: float) -> str:
+    if updated is None:
+        return f"every {every:.0f}s"
+    return f"checked {fmt.age(now - updated)} ago · every {every:.0f}s"
+
+
+class DuplicatesPanel(_BodyPanel):
+    """Raw rows vs unique keys without FINAL (waiting for a merge) and the FINAL check (0)."""
+
+    SOURCES = (DUPLICATES, STATUS)  # STATUS: keeps "checked N s ago" current
+    TITLE = "Duplicates"
+
+    def __init__(self) -> None:
+        super().__init__(id="duplicates")
+
+    def show(self, data: ConsoleData, now: float) -> None:
+        every = data.every.get(DUPLICATES, DUPLICATES_EVERY_S)
+        self.border_subtitle = _checked(data.updated_at.get(DUPLICATES), now, every)
+        parts: list[object] = []
+        if data.error(DUPLICATES):
+            parts.append(
+                error_text("check", data.errors[DUPLICATES], data.error_at.get(DUPLICATES), now)
+            )
+        if data.duplicates is None:
+            if not parts:
+                parts.append(Text("checking… (the first check can take a moment)", style=MUTED))
+            self.body(Group(*parts))
+            return
+        t = _table()
+        t.add_column("table", no_wrap=True)
+        t.add_column("raw", justify="right", no_wrap=True)
+        t.add_column("unique", justify="right", no_wrap=True)
+        t.add_column("waiting", justify="right", no_wrap=True)
+        t.add_column("FINAL dup", justify="right", no_wrap=True)
+        bad = False
+        for c in data.duplicates:
+            waiting = max(0, c.raw_rows - c.unique_keys)
+            final = (
+                Text("0 ok", style=OK)
+                if c.final_duplicates == 0
+                else Text(f"{c.final_duplicates:,}", style=ALARM)
+            )
+            bad = bad or c.final_duplicates != 0
+            t.add_row(
+                fmt.table_name(c.table),
+                fmt.short(c.raw_rows),
+                fmt.short(c.unique_keys),
+                Text(fmt.short(waiting), style=WARN if waiting else MUTED),
+                final,
+            )
+        parts.insert(0, t)
+        if bad:
+            parts.append(
+                Text("FINAL must show 0 duplicates: stop and diagnose (OPERATIONS.md)", style=BAD)
+            )
+        else:
+            parts.append(Text("waiting = duplicates a background merge will remove", style=MUTED))
+        self.body(Group(*parts))
+
+
+class GatesPanel(_BodyPanel):
+    """Latest result of each gate (value, threshold, pass/fail) and the gates.log tail."""
+
+    SOURCES = (STATUS, GATES_LOG)
+    TITLE = "Gates"
+
+    def __init__(self) -> None:
+        super().__init__(id="gates")
+
+    def show(self, data: ConsoleData, now: float) -> None:
+        st = data.status
+        parts: list[object] = []
+        gates = st.gates if st is not None else []
+        if not gates:
+            parts.append(Text("no gate has run yet", style=MUTED))
+            self.border_title = "Gates"
+        else:
+            failing = sum(1 for g in gates if not g.passed)
+            self.border_title = f"Gates · {failing} FAILING" if failing else "Gates · all pass"
+            # Failing gates first; one line each (a failing one may wrap so it can be read).
+            for g in sorted(gates, key=lambda g: (g.passed, g.name)):
+                line = Text(no_wrap=g.passed, overflow="ellipsis")
+                line.append_text(Text("PASS", style=OK) if g.passed else Text("FAIL", style=ALARM))
+                line.append(f" {g.name}", style="bold")
+                line.append(" = " + ("-" if g.value is None else f"{g.value:,.6g}"))
+                line.append(f"  needs {g.threshold}", style=MUTED)
+                line.append(f"  {g.mode} {fmt.age(now - g.checked_at)} ago", style=MUTED)
+                parts.append(line)
+        if data.error(GATES_LOG):
+            parts.append(
+                error_text("gates.log", data.errors[GATES_LOG], data.error_at.get(GATES_LOG), now)
+            )
+        elif data.gates_log:
+            parts.append(Text("gates.log", style="bold"))
+            for line in data.gates_log:
+                parts.append(Text(line, style=MUTED, no_wrap=True, overflow="ellipsis"))
+        elif data.gates_log is not None:
+            parts.append(Text("gates.log is empty", style=MUTED))
+        self.body(Group(*parts))
+
+
+class RpcPanel(_BodyPanel):
+    """Per (masked) URL: calls/s, 429s, p95 latency, current block range, cooling down."""
+
+    SOURCES = (STATUS,)
+    TITLE = "RPC"
+
+    def __init__(self) -> None:
+        super().__init__(id="rpc")
+
+    def show(self, data: ConsoleData, now: float) -> None:
+        st = data.status
+        if st is None or not st.rpc:
+            self.body(Text("no RPC calls reported yet", style=MUTED))
+            return
+        t = _table()
+        t.add_column("url", no_wrap=True, overflow="ellipsis", ratio=1, min_width=12)
+        t.add_column("calls/s", justify="right", no_wrap=True)
+        t.add_column("429", justify="right", no_wrap=True)
+        t.add_column("p95ms", justify="right", no_wrap=True)
+        t.add_column("range", justify="right", no_wrap=True)
+        t.add_column("state", no_wrap=True)
+        for h in st.rpc:
+            cooling = h.cooling_until is not None and h.cooling_until > st.now
+            state = (
+                Text(f"cool {fmt.age(h.cooling_until - st.now)}", style=WARN)
+                if cooling and h.cooling_until is not None
+                else Text("ok", style=OK)
+            )
+            t.add_row(
+                h.url.removeprefix("https://").removeprefix("http://"),
+                f"{h.calls_per_s:.1f}",
+                Text(fmt.num(h.http_429), style=WARN if h.http_429 else MUTED),
+                "-" if h.p95_ms is None else f"{h.p95_ms:.0f}",
+                fmt.short(h.current_range),
+                state,
+            )
+        self.body(t)
+
+
+class DiskPanel(_BodyPanel):
+    """Free space (system.disks) first, then bytes and active parts per table (system.parts)."""
+
+    SOURCES = (DISK, STATUS)
+    TITLE = "Disk"
+
+    def __init__(self) -> None:
+        super().__init__(id="disk")
+
+    def show(self, data: ConsoleData, now: float) -> None:
+        every = data.every.get(DISK, DISK_EVERY_S)
+        self.border_subtitle = _checked(data.updated_at.get(DISK), now, every)
+        parts: list[object] = []
+        if data.error(DISK):
+            parts.append(error_text("disk query", data.errors[DISK], data.error_at.get(DISK), now))
+        rep = data.disk
+        if rep is None:
+            if not parts:
+                parts.append(Text("reading system.parts…", style=MUTED))
+            self.body(Group(*parts))
+            return
+        free = Text("free ", style=MUTED)
+        if rep.free_bytes is None:
+            free.append("unknown", style=MUTED)
+        else:
+            share = rep.free_bytes / rep.total_bytes if rep.total_bytes else None
+            style = OK
+            if share is not None and share < FREE_BAD:
+                style = BAD
+            elif share is not None and share < FREE_WARN:
+                style = WARN
+            free.append(fmt.size(rep.free_bytes), style=style)
+            if rep.total_bytes:
+                free.append(f" of {fmt.size(rep.total_bytes)} ({100 * (share or 0):.0f}%)")
+        free.append(f"  ·  ours {fmt.size(sum(u.bytes_on_disk for u in rep.tables))}", style=MUTED)
+        parts.insert(0, free)
+        t = _table()
+        t.add_column("table", no_wrap=True, overflow="ellipsis", ratio=1)
+        t.add_column("rows", justify="right", no_wrap=True)
+        t.add_column("bytes", justify="right", no_wrap=True)
+        t.add_column("parts", justify="right", no_wrap=True)
+        for u in rep.tables[:DISK_ROWS]:
+            style = BAD if u.parts >= PARTS_BAD else WARN if u.parts >= PARTS_WARN else ""
+            t.add_row(
+                fmt.table_name(u.table),
+                fmt.short(u.rows),
+                fmt.size(u.bytes_on_disk),
+                Text(str(u.parts), style=style),
+            )
+        rest = rep.tables[DISK_ROWS:]
+        if rest:
+            t.add_row(
+                Text(f"+{len(rest)} more", style=MUTED),
+                Text(fmt.short(sum(u.rows for u in rest)), style=MUTED),
+                Text(fmt.size(sum(u.bytes_on_disk for u in rest)), style=MUTED),
+                Text(str(sum(u.parts for u in rest)), style=MUTED),
+            )
+        parts.append(t)
+        self.body(Group(*parts))

@@ -1,0 +1,175 @@
+"""Store queries behind the console's panels: day grid, duplicates, disk, staged rows.
+
+Every function takes a store with `query(sql) -> list[tuple]` and a `database` attribute
+(engine/store.py), runs plain SQL that works the same on embedded chdb and a ClickHouse server, and
+returns the plain dataclasses of engine/status.py. The console never sees SQL; it calls the Engine,
+which calls these.
+
+The duplicate check is written so that it can fail. Comparing `count()` with `uniqExact(key)` over
+`FINAL` is always 0 and proves nothing; instead `count() FROM t FINAL` (rows after replacement) is
+compared with `uniqExact(key) FROM t` (distinct keys in the raw table): they are equal exactly when
+FINAL really collapses every duplicate key. The FINAL count is read first and the raw table second,
+so rows inserted in between can only make the difference smaller, never invent a duplicate.
+
+FINAL runs with `do_not_merge_across_partitions_select_final = 1`, i.e. exactly as background
+merges and OPTIMIZE work (never across partitions). That is faster (partitions in parallel, a
+merged partition is read as is), and it catches the duplicates merges can never remove: one key in
+two partitions (the same log staged under two different day_idx values, e.g. after start_date
+changed). A plain FINAL would collapse those at read time and hide them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Protocol
+
+from engine.status import (
+    DAY_DONE,
+    DAY_FAILED,
+    DAY_PENDING,
+    DAY_RUNNING,
+    DiskReport,
+    DiskUsage,
+    DuplicateCheck,
+)
+
+# Staging tables and their natural (ReplacingMergeTree ORDER BY) keys: engine/sql/schema.sql.
+DUPLICATE_KEYS: dict[str, tuple[str, ...]] = {
+    "erc20_transfers_staging": ("tx_hash", "log_index"),
+    "erc1155_transfers_staging": ("tx_hash", "log_index", "batch_index"),
+}
+# Tables whose row counts the Progress panel shows (raw rows, duplicates waiting for a merge
+# included: count() is answered from part metadata, so it stays cheap on any size).
+STAGED_TABLES = (
+    "erc20_transfers_staging",
+    "erc1155_transfers_staging",
+    "condition_resolutions",
+    "token_registrations",
+)
+
+
+class QueryStore(Protocol):
+    """The part of engine.store.Store these queries need."""
+
+    database: str
+
+    def query(self, sql: str) -> list[tuple]: ...
+
+
+def _date_literal(start_date: dt.date | str) -> str:
+    """A validated 'YYYY-MM-DD' literal (raises ValueError on anything else)."""
+    if isinstance(start_date, dt.datetime):
+        start_date = start_date.date()
+    if isinstance(start_date, dt.date):
+        return start_date.isoformat()
+    return dt.date.fromisoformat(str(start_date)).isoformat()
+
+
+def complete_days(
+    store: QueryStore, days_total: int, start_date: dt.date | str, chain_id: int
+) -> set[int]:
+    """Day indexes with a COMPLETE checkpoint for this chain and calendar."""
+    db = store.database
+    rows = store.query(
+        f"SELECT day_idx FROM {db}.backfill_checkpoint FINAL "
+        f"WHERE status = 'COMPLETE' AND chain_id = {int(chain_id)} "
+        f"AND start_date = '{_date_literal(start_date)}' AND day_idx < {int(days_total)}"
+    )
+    return {int(r[0]) for r in rows}
+
+
+def day_grid(
+    store: QueryStore,
+    days_total: int,
+    start_date: dt.date | str,
+    chain_id: int,
+    in_progress: set[int],
+    failed: set[int],
+) -> list[str]:
+    """One DAY_* state per configured day: COMPLETE checkpoint > failed > in progress > pending."""
+    done = complete_days(store, days_total, start_date, chain_id)
+    grid: list[str] = []
+    for d in range(int(days_total)):
+        if d in done:
+            grid.append(DAY_DONE)
+        elif d in failed:
+            grid.append(DAY_FAILED)
+        elif d in in_progress:
+            grid.append(DAY_RUNNING)
+        else:
+            grid.append(DAY_PENDING)
+    return grid
+
+
+def duplicates(store: QueryStore) -> list[DuplicateCheck]:
+    """Per staging table: raw rows, unique keys (no FINAL), and duplicates that survive FINAL.
+
+    raw_rows - unique_keys are duplicates waiting for a background merge (harmless, expected after
+    retries and restarts). final_duplicates must be 0: FINAL row count minus distinct raw keys.
+    """
+    db = store.database
+    out: list[DuplicateCheck] = []
+    for table, key in DUPLICATE_KEYS.items():
+        cols = ", ".join(key)
+        # FINAL first (see the module docstring for why the order matters).
+        final_rows = int(
+            store.query(
+                f"SELECT count() FROM {db}.{table} FINAL "
+                "SETTINGS do_not_merge_across_partitions_select_final = 1"
+            )[0][0]
+        )
+        raw, unique = store.query(f"SELECT count(), uniqExact({cols}) FROM {db}.{table}")[0]
+        raw, unique = int(raw), int(unique)
+        out.append(
+            DuplicateCheck(
+                table=table,
+                raw_rows=raw,
+                unique_keys=unique,
+                final_duplicates=max(0, final_rows - unique),
+            )
+        )
+    return out
+
+
+def disk(store: QueryStore) -> DiskReport:
+    """Active parts per table of our database (rows, bytes, parts) and free space on its disk(s)."""
+    db = store.database
+    rows = store.query(
+        "SELECT table, sum(rows), sum(bytes_on_disk), count() FROM system.parts "
+        f"WHERE active AND database = '{db}' GROUP BY table ORDER BY table"
+    )
+    tables = {
+        str(t): DiskUsage(table=str(t), rows=int(r), bytes_on_disk=int(b), parts=int(p))
+        for t, r, b, p in rows
+    }
+    for t in DUPLICATE_KEYS:  # the staging tables always appear, even before the first insert
+        tables.setdefault(t, DiskUsage(table=t, rows=0, bytes_on_disk=0, parts=0))
+    # The disk(s) holding our parts; the default disk before anything is written. When several
+    # disks hold data, the one with the least free space is the one to watch.
+    used = {
+        str(r[0])
+        for r in store.query(
+            f"SELECT DISTINCT disk_name FROM system.parts WHERE active AND database = '{db}'"
+        )
+    }
+    disks = {
+        str(n): (int(f), int(t))
+        for n, f, t in store.query("SELECT name, free_space, total_space FROM system.disks")
+    }
+    watched = [disks[n] for n in used if n in disks] or (
+        [disks["default"]] if "default" in disks else list(disks.values())[:1]
+    )
+    free: int | None = None
+    total: int | None = None
+    if watched:
+        free, total = min(watched)
+    ordered = sorted(tables.values(), key=lambda u: (-u.bytes_on_disk, u.table))
+    return DiskReport(tables=ordered, free_bytes=free, total_bytes=total)
+
+
+def staged_rows(store: QueryStore) -> dict[str, int]:
+    """Raw row count per data table (duplicates waiting for a merge included)."""
+    db = store.database
+    sql = " UNION ALL ".join(f"SELECT '{t}', count() FROM {db}.{t}" for t in STAGED_TABLES)
+    counts = {str(t): int(n) for t, n in store.query(sql)}
+    return {t: counts.get(t, 0) for t in STAGED_TABLES}

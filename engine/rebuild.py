@@ -1,0 +1,362 @@
+"""The on-complete rebuild: analytics into `*_new`, hard gate, atomic swap, snapshot.
+
+Steps (each logged to `<data_dir>/on-complete.log` and to the optional `log` callback):
+1. token_outcomes_new from ConditionalTokens position ids (engine/positions.py) of every condition
+   seen in condition_resolutions or token_registrations;
+2. net_flows_new, trades_with_direction_new, wallet_market_pnl_new by engine/sql/rebuild.sql;
+3. the strict gates (engine/gates.py) on the `*_new` tables;
+4. only if every gate passes: swap each `X_new` with the live `X` by `EXCHANGE TABLES` (atomic per
+   table; a failure part-way swaps the done ones back, so the live set never mixes versions), then
+   keep the replaced version as `X_prev`; if a gate fails the live tables are not touched;
+5. `data/post_rebuild_snapshot_<UTC>.json` of the new live tables.
+
+EXCHANGE TABLES needs an Atomic database (ClickHouse's default, and what `CREATE DATABASE` gives in
+chdb; chdb's own `default` database also supports it). On an Ordinary database the same swap is
+done with one `RENAME TABLE x TO x_swap, x_new TO x, x_swap TO x_new` per table, which is quick but
+not atomic for concurrent readers; the on-complete.log says which was used.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine import gates as gates_mod
+from engine.gates import BUILD_LOCK, GateCheck, render, sql_params, sql_text
+from engine.status import GateResult
+from engine.store import StoreError, split_sql
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.store import Store
+
+ANALYTICS_TABLES = ("token_outcomes", "net_flows", "trades_with_direction", "wallet_market_pnl")
+NEW_SUFFIX = "_new"
+CHECK_SUFFIX = "_check"
+PREV_SUFFIX = "_prev"
+SWAP_SUFFIX = "_swap"
+TOKEN_OUTCOME_COLUMNS = [
+    "token_id",
+    "condition_id",
+    "outcome_index",
+    "outcome_count",
+    "collateral",
+    "registered",
+]
+INSERT_CHUNK = 50_000
+MAX_OUTCOMES = 256  # ConditionalTokens allows at most 256 outcome slots
+
+# Conditions to map: every resolved or registered condition of the COMPLETE days.
+CONDITIONS_SQL = """
+WITH
+    complete_days AS (
+        SELECT day_idx
+        FROM {db}.backfill_checkpoint FINAL
+        WHERE status = 'COMPLETE' AND start_date = toDate('{start_date}') AND day_idx < {days}
+    )
+SELECT condition_id, max(slots) AS slots, groupUniqArrayArray(tokens) AS registered_tokens
+FROM
+(
+    SELECT condition_id, max(outcome_slot_count) AS slots, [] :: Array(UInt256) AS tokens
+    FROM {db}.condition_resolutions FINAL
+    WHERE day_idx IN (SELECT day_idx FROM complete_days)
+    GROUP BY condition_id
+    UNION ALL
+    SELECT condition_id, 0, groupUniqArray(arrayJoin([token0, token1]))
+    FROM {db}.token_registrations FINAL
+    WHERE day_idx IN (SELECT day_idx FROM complete_days)
+    GROUP BY condition_id
+)
+GROUP BY condition_id
+ORDER BY condition_id
+"""
+
+# Already computed ids of the live table, reused when the condition and its outcome count match.
+KNOWN_IDS_SQL = """
+SELECT condition_id, outcome_count, arraySort(x -> x.1, groupArray((outcome_index, token_id)))
+FROM {db}.token_outcomes
+WHERE collateral = '{collateral}'
+GROUP BY condition_id, outcome_count
+"""
+
+_rebuild_lock = threading.Lock()
+
+
+@dataclass
+class RebuildOutcome:
+    swapped: bool
+    reason: str
+    snapshot_path: Path | None
+    gates: list[GateResult] = field(default_factory=list)
+    run_id: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class OnCompleteLog:
+    """Appends `<UTC> rebuild run=<id>: message` lines to on-complete.log; echoes to a callback."""
+
+    def __init__(self, cfg: Config, run_id: str, echo: Callable[[str], None] | None) -> None:
+        self.path = cfg.backfill.data_dir / "on-complete.log"
+        self.run_id = run_id
+        self.echo = echo
+
+    def __call__(self, message: str) -> None:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        gates_mod.append_log(self.path, [f"{stamp} rebuild run={self.run_id}: {message}"])
+        if self.echo is not None:
+            try:
+                self.echo(f"rebuild: {message}")
+            except Exception:
+                pass
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+
+
+def analytics_statements(store: Store, sfx: str) -> list[str]:
+    """CREATE TABLE IF NOT EXISTS for the four analytics tables with suffix `sfx`."""
+    stmts = split_sql(render(sql_text("analytics.sql"), {"db": store.database, "sfx": sfx}))
+    return [s for s in stmts if ".gate_results" not in s]
+
+
+def create_analytics(store: Store, sfx: str) -> None:
+    for stmt in analytics_statements(store, sfx):
+        store.command(stmt)
+
+
+def drop_analytics(store: Store, sfx: str) -> None:
+    if not sfx:
+        raise ValueError("refusing to drop the live analytics tables")
+    for t in (*ANALYTICS_TABLES, "rebuild_legs"):
+        store.command(f"DROP TABLE IF EXISTS {store.database}.{t}{sfx} SYNC")
+
+
+def table_exists(store: Store, name: str) -> bool:
+    db = store.database
+    return bool(
+        store.query(f"SELECT 1 FROM system.tables WHERE database = '{db}' AND name = '{name}'")
+    )
+
+
+def table_count(store: Store, name: str) -> int:
+    return int(store.query(f"SELECT count() FROM {store.database}.{name}")[0][0])
+
+
+# --------------------------------------------------------------------------------------------
+# token_outcomes
+
+
+def outcome_token_ids(condition_id: str, outcome_count: int, collateral: str) -> list[int]:
+    """Position ids of outcomes 0..n-1 (index set 1 << i) of a condition, as ConditionalTokens."""
+    from engine.positions import outcome_token_ids as ids_of
+
+    return ids_of(collateral, condition_id, outcome_count)
+
+
+def fill_token_outcomes(store: Store, cfg: Config, sfx: str) -> int:
+    """Compute and insert token_outcomes{sfx}; returns the number of token rows."""
+    params = sql_params(store, cfg, sfx)
+    collateral = cfg.contracts.collateral.lower()
+    known: dict[tuple[str, int], list[int]] = {}
+    if table_exists(store, "token_outcomes"):
+        for cond, n, pairs in store.query(
+            render(KNOWN_IDS_SQL, {**params, "collateral": collateral})
+        ):
+            ids = [int(t) for _, t in pairs]
+            if [int(i) for i, _ in pairs] == list(range(int(n))):
+                known[(cond, int(n))] = ids
+    table = f"{store.database}.token_outcomes{sfx}"
+    rows: list[list] = []
+    total = 0
+    for cond, slots, registered_tokens in store.query(render(CONDITIONS_SQL, params)):
+        n = int(slots) if int(slots) else 2  # a TokenRegistered pair means a binary market
+        if n < 2 or n > MAX_OUTCOMES:
+            continue  # resolution_sanity reports it
+        ids = known.get((cond, n)) or outcome_token_ids(cond, n, collateral)
+        registered = {int(t) for t in registered_tokens}
+        for i, tid in enumerate(ids):
+            rows.append([str(tid), cond, i, n, collateral, int(tid in registered)])
+        if len(rows) >= INSERT_CHUNK:
+            store.insert_json_rows(table, TOKEN_OUTCOME_COLUMNS, rows)
+            total += len(rows)
+            rows = []
+    store.insert_json_rows(table, TOKEN_OUTCOME_COLUMNS, rows)
+    return total + len(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Build
+
+
+def build_analytics(
+    store: Store, cfg: Config, sfx: str, log: Callable[[str], None] | None = None
+) -> dict[str, int]:
+    """(Re)create the analytics tables `*{sfx}` from the staged data; returns their row counts."""
+    if not sfx:
+        raise ValueError("the analytics are built into suffixed tables, never in place")
+    say = log or (lambda _m: None)
+    with BUILD_LOCK:
+        drop_analytics(store, sfx)
+        create_analytics(store, sfx)
+        n_tokens = fill_token_outcomes(store, cfg, sfx)
+        say(f"token_outcomes{sfx}: {n_tokens} token ids")
+        for stmt in split_sql(render(sql_text("rebuild.sql"), sql_params(store, cfg, sfx))):
+            store.command(stmt)
+        counts = {t: table_count(store, f"{t}{sfx}") for t in ANALYTICS_TABLES}
+        say("built " + ", ".join(f"{t}{sfx}={n}" for t, n in counts.items()))
+        return counts
+
+
+# --------------------------------------------------------------------------------------------
+# Swap
+
+
+def _exchange(store: Store, a: str, b: str, use_rename: bool) -> None:
+    db = store.database
+    if use_rename:
+        tmp = f"{a}{SWAP_SUFFIX}"
+        store.command(f"DROP TABLE IF EXISTS {db}.{tmp}")
+        store.command(
+            f"RENAME TABLE {db}.{a} TO {db}.{tmp}, {db}.{b} TO {db}.{a}, {db}.{tmp} TO {db}.{b}"
+        )
+    else:
+        store.command(f"EXCHANGE TABLES {db}.{a} AND {db}.{b}")
+
+
+def _exchange_unsupported(exc: Exception) -> bool:
+    text = str(exc)
+    return "NOT_IMPLEMENTED" in text or "only in Atomic" in text or "Code: 48." in text
+
+
+def swap_in(store: Store, log: Callable[[str], None]) -> str:
+    """Swap every `X_new` with the live `X`; all or nothing. Returns the method used."""
+    db = store.database
+    missing = [t + NEW_SUFFIX for t in ANALYTICS_TABLES if not table_exists(store, t + NEW_SUFFIX)]
+    if missing:
+        raise RuntimeError(f"cannot swap, missing {', '.join(missing)}")
+    create_analytics(store, "")  # first rebuild: empty live tables so there is something to swap
+    expected = {t: table_count(store, t + NEW_SUFFIX) for t in ANALYTICS_TABLES}
+    use_rename = False
+    done: list[str] = []
+    try:
+        for t in ANALYTICS_TABLES:
+            try:
+                _exchange(store, t, t + NEW_SUFFIX, use_rename)
+            except StoreError as exc:
+                if done or use_rename or not _exchange_unsupported(exc):
+                    raise
+                log(f"EXCHANGE TABLES not supported by database {db} ({exc}); using RENAME")
+                use_rename = True
+                _exchange(store, t, t + NEW_SUFFIX, use_rename)
+            done.append(t)
+            log(f"swapped {t} <-> {t}{NEW_SUFFIX}")
+        wrong = {t: table_count(store, t) for t in ANALYTICS_TABLES}
+        wrong = {t: n for t, n in wrong.items() if n != expected[t]}
+        if wrong:
+            raise RuntimeError(f"row counts after the swap differ from the build: {wrong}")
+    except Exception as exc:
+        for t in reversed(done):
+            _exchange(store, t, t + NEW_SUFFIX, use_rename)
+            log(f"swapped back {t} <-> {t}{NEW_SUFFIX}")
+        raise RuntimeError(f"swap failed and was undone: {exc}") from exc
+    # The replaced versions are now in X_new; keep them as X_prev for a manual rollback. The swap
+    # is done at this point, so a failure here is only logged.
+    try:
+        for t in ANALYTICS_TABLES:
+            store.command(f"DROP TABLE IF EXISTS {db}.{t}{PREV_SUFFIX} SYNC")
+            store.command(f"RENAME TABLE {db}.{t}{NEW_SUFFIX} TO {db}.{t}{PREV_SUFFIX}")
+        log(f"previous versions kept as *{PREV_SUFFIX}")
+    except StoreError as exc:
+        log(f"swapped, but keeping the previous versions as *{PREV_SUFFIX} failed: {exc}")
+    return "RENAME" if use_rename else "EXCHANGE TABLES"
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+
+
+def rebuild(store: Store, cfg: Config, log: Callable[[str], None] | None = None) -> RebuildOutcome:
+    """Rebuild the analytics, run the hard gate, swap only if it passes, write the snapshot."""
+    from engine.snapshot import write_snapshot
+
+    run_id = gates_mod.new_run_id("rebuild")
+    say = OnCompleteLog(cfg, run_id, log)
+    with _rebuild_lock, BUILD_LOCK:
+        say(
+            f"started (database {store.database}, {cfg.backfill.days} days from "
+            f"{cfg.backfill.start_date.isoformat()})"
+        )
+        try:
+            counts = build_analytics(store, cfg, NEW_SUFFIX, say)
+        except Exception as exc:
+            say(f"build FAILED, live tables untouched: {exc}")
+            return RebuildOutcome(False, f"build failed: {exc}", None, [], run_id)
+        say("hard gate (strict) on the *_new tables")
+        try:
+            checks: list[GateCheck] = gates_mod.evaluate(
+                store, cfg, gates_mod.STRICT, NEW_SUFFIX, run_id=run_id
+            )
+        except Exception as exc:
+            say(f"hard gate could not run, live tables untouched: {exc}")
+            return RebuildOutcome(False, f"hard gate error: {exc}", None, [], run_id, counts)
+        results = [c.result for c in checks]
+        for c in checks:
+            r = c.result
+            verdict = "PASS" if r.passed else "FAIL"
+            say(
+                f"gate {r.name} {verdict} value={gates_mod.fmt_value(r.value)} "
+                f"threshold {r.threshold} | {c.detail}"
+            )
+        failed = [c for c in checks if not c.result.passed]
+        if failed:
+            reason = "hard gate failed: " + "; ".join(
+                f"{c.result.name} value={gates_mod.fmt_value(c.result.value)} "
+                f"(needs {c.result.threshold}): {c.detail}"
+                for c in failed
+            )
+            say(
+                f"NOT swapped, live tables kept as they were; *{NEW_SUFFIX} left for inspection. "
+                + reason
+            )
+            return RebuildOutcome(False, reason, None, results, run_id, counts)
+        try:
+            method = swap_in(store, say)
+        except Exception as exc:
+            say(f"NOT swapped: {exc}")
+            return RebuildOutcome(False, str(exc), None, results, run_id, counts)
+        say(f"swapped in with {method}")
+        try:
+            path = write_snapshot(store, cfg, checks, run_id)
+        except Exception as exc:
+            say(f"swapped, but the snapshot failed: {exc}")
+            return RebuildOutcome(
+                True, f"swapped; snapshot failed: {exc}", None, results, run_id, counts
+            )
+        say(f"snapshot {path}")
+        return RebuildOutcome(
+            True, f"all gates passed; swapped with {method}", path, results, run_id, counts
+        )
+
+
+def cli_rebuild(cfg: Config) -> int:
+    """`backfill-console rebuild`: rebuild on demand; exit 0 only if the new tables were swapped."""
+    from engine.store import open_store
+
+    try:
+        store = open_store(cfg)
+    except StoreError as exc:
+        print(f"rebuild: cannot open the store: {exc}")
+        return 1
+    try:
+        outcome = rebuild(store, cfg, log=print)
+    finally:
+        store.close()
+    print(("SWAPPED: " if outcome.swapped else "NOT SWAPPED: ") + outcome.reason)
+    if outcome.snapshot_path:
+        print(f"snapshot: {outcome.snapshot_path}")
+    return 0 if outcome.swapped else 1

@@ -1,0 +1,323 @@
+-- The rebuild: staging tables -> net_flows, trades_with_direction, wallet_market_pnl (token_outcomes
+-- is filled from Python first). Run in order by engine/rebuild.py into the {sfx} tables
+-- (normally '_new'); the hard gate then decides whether they are swapped in.
+-- Placeholders, filled by engine/rebuild.py:
+--   {db} database, {sfx} table suffix, {start_date} 'YYYY-MM-DD', {days} configured days,
+--   {cash_tokens} the ERC20 counted as cash: the collateral (contracts.collateral),
+--   {issuers} ConditionalTokens contracts (contracts.erc1155): they mint/burn outcome tokens and
+--     hold the collateral, so they are never holders,
+--   {exchanges} contracts.exchanges, {system} every configured contract address.
+-- Only rows of days whose checkpoint is COMPLETE (for this start_date, within the configured days)
+-- are read, each staging table with FINAL. Formulas and signs: docs/ANALYTICS.md.
+
+DROP TABLE IF EXISTS {db}.rebuild_legs{sfx};
+
+-- One row per asset movement per holder: each transfer gives a + leg to the receiver and a - leg to
+-- the sender. The zero address (mint/burn) and the issuers are not holders.
+CREATE TABLE {db}.rebuild_legs{sfx}
+(
+    tx_hash          String,
+    block_number     UInt64,
+    log_index        UInt32,
+    block_timestamp  DateTime('UTC'),
+    day_idx          UInt32,
+    holder           String,
+    asset            LowCardinality(String),  -- token | cash
+    token_id         UInt256,
+    condition_id     String,
+    outcome_index    Int16,
+    delta            Int256,
+    counterparty     String,
+    operator         String,
+    after_resolution UInt8     -- the token's condition was resolved earlier in the chain
+)
+ENGINE = MergeTree
+ORDER BY (tx_hash, holder);
+
+-- Token legs (ERC1155 TransferSingle / TransferBatch items of the issuers).
+INSERT INTO {db}.rebuild_legs{sfx}
+WITH
+    complete_days AS (
+        SELECT day_idx
+        FROM {db}.backfill_checkpoint FINAL
+        WHERE status = 'COMPLETE' AND start_date = toDate('{start_date}') AND day_idx < {days}
+    ),
+    resolved AS (
+        SELECT condition_id, min((block_number, log_index)) AS resolved_at
+        FROM {db}.condition_resolutions FINAL
+        WHERE day_idx IN (SELECT day_idx FROM complete_days)
+        GROUP BY condition_id
+    ),
+    outcomes AS (
+        SELECT token_id, condition_id, toInt16(outcome_index) AS outcome_index, 1 AS mapped
+        FROM {db}.token_outcomes{sfx}
+    ),
+    legs AS (
+        SELECT
+            t.tx_hash AS tx_hash,
+            t.block_number AS block_number,
+            t.log_index AS log_index,
+            t.block_timestamp AS block_timestamp,
+            t.day_idx AS day_idx,
+            leg.1 AS holder,
+            t.token_id AS token_id,
+            leg.2 AS delta,
+            leg.3 AS counterparty,
+            t.operator AS operator
+        FROM {db}.erc1155_transfers_staging AS t FINAL
+        ARRAY JOIN
+            [(t.to_address, toInt256(t.value), t.from_address),
+             (t.from_address, -toInt256(t.value), t.to_address)] AS leg
+        WHERE t.contract IN {issuers}
+          AND t.day_idx IN (SELECT day_idx FROM complete_days)
+    )
+SELECT
+    l.tx_hash,
+    l.block_number,
+    l.log_index,
+    l.block_timestamp,
+    l.day_idx,
+    l.holder,
+    'token',
+    l.token_id,
+    if(o.mapped = 1, o.condition_id, ''),
+    if(o.mapped = 1, o.outcome_index, toInt16(-1)),
+    l.delta,
+    l.counterparty,
+    l.operator,
+    r.condition_id != '' AND (l.block_number, l.log_index) > r.resolved_at
+FROM legs AS l
+LEFT JOIN outcomes AS o ON l.token_id = o.token_id
+LEFT JOIN resolved AS r ON o.condition_id = r.condition_id
+WHERE l.holder != '0x0000000000000000000000000000000000000000'
+  AND l.holder NOT IN {issuers};
+
+-- Cash legs (ERC20 Transfer of the collateral).
+INSERT INTO {db}.rebuild_legs{sfx}
+WITH
+    complete_days AS (
+        SELECT day_idx
+        FROM {db}.backfill_checkpoint FINAL
+        WHERE status = 'COMPLETE' AND start_date = toDate('{start_date}') AND day_idx < {days}
+    )
+SELECT
+    t.tx_hash,
+    t.block_number,
+    t.log_index,
+    t.block_timestamp,
+    t.day_idx,
+    leg.1 AS holder,
+    'cash',
+    toUInt256(0),
+    '',
+    toInt16(-1),
+    leg.2,
+    leg.3,
+    '',
+    0
+FROM {db}.erc20_transfers_staging AS t FINAL
+ARRAY JOIN
+    [(t.to_address, toInt256(t.value), t.from_address),
+     (t.from_address, -toInt256(t.value), t.to_address)] AS leg
+WHERE t.token IN {cash_tokens}
+  AND t.day_idx IN (SELECT day_idx FROM complete_days)
+  AND leg.1 != '0x0000000000000000000000000000000000000000'
+  AND leg.1 NOT IN {issuers};
+
+-- net_flows: token rows per (tx, holder, token) with a non-zero net, plus cash. The holder's cash
+-- delta in the tx goes on its token row when the tx moved exactly one token for it; otherwise it
+-- goes on a cash row (outcome_index -1) of the one condition it touched, or of condition '' when
+-- it touched none or several.
+INSERT INTO {db}.net_flows{sfx}
+WITH
+    per_holder AS (
+        SELECT
+            tx_hash,
+            holder,
+            min(block_number) AS block_number,
+            min(log_index) AS log_index,
+            min(block_timestamp) AS block_timestamp,
+            min(day_idx) AS day_idx,
+            sumIf(delta, asset = 'cash') AS usdc_delta,
+            max(asset = 'token' AND delta > 0
+                AND counterparty = '0x0000000000000000000000000000000000000000') AS minted,
+            max(asset = 'token' AND delta < 0
+                AND counterparty = '0x0000000000000000000000000000000000000000') AS burned,
+            max(asset = 'token' AND delta < 0 AND after_resolution = 1
+                AND counterparty = '0x0000000000000000000000000000000000000000') AS redeemed,
+            max(counterparty IN {exchanges} OR operator IN {exchanges}) AS with_exchange
+        FROM {db}.rebuild_legs{sfx}
+        GROUP BY tx_hash, holder
+    ),
+    tokens AS (
+        SELECT
+            tx_hash,
+            holder,
+            token_id,
+            condition_id,
+            outcome_index,
+            sum(delta) AS token_delta
+        FROM {db}.rebuild_legs{sfx}
+        WHERE asset = 'token'
+        GROUP BY tx_hash, holder, token_id, condition_id, outcome_index
+        HAVING token_delta != 0
+    ),
+    token_summary AS (
+        SELECT
+            tx_hash,
+            holder,
+            count() AS n_tokens,
+            uniqExact(condition_id) AS n_conditions,
+            any(condition_id) AS one_condition
+        FROM tokens
+        GROUP BY tx_hash, holder
+    ),
+    holders AS (
+        SELECT
+            h.*,
+            multiIf(h.redeemed = 1, 'redeem',
+                    h.burned = 1, 'merge',
+                    h.minted = 1, 'split',
+                    h.with_exchange = 1, 'trade',
+                    'transfer') AS kind,
+            s.n_tokens AS n_tokens,
+            if(s.n_conditions = 1, s.one_condition, '') AS cash_condition
+        FROM per_holder AS h
+        LEFT JOIN token_summary AS s ON h.tx_hash = s.tx_hash AND h.holder = s.holder
+    )
+SELECT
+    t.tx_hash,
+    h.block_number,
+    h.log_index,
+    h.block_timestamp,
+    h.day_idx,
+    t.holder,
+    t.holder IN {system},
+    h.kind,
+    t.condition_id,
+    t.outcome_index,
+    t.token_id,
+    t.token_delta,
+    if(h.n_tokens = 1, h.usdc_delta, toInt256(0))
+FROM tokens AS t
+INNER JOIN holders AS h ON t.tx_hash = h.tx_hash AND t.holder = h.holder
+UNION ALL
+SELECT
+    tx_hash,
+    block_number,
+    log_index,
+    block_timestamp,
+    day_idx,
+    holder,
+    holder IN {system},
+    kind,
+    cash_condition,
+    toInt16(-1),
+    toUInt256(0),
+    toInt256(0),
+    usdc_delta
+FROM holders
+WHERE usdc_delta != 0 AND n_tokens != 1;
+
+-- trades_with_direction: the trade rows of wallets. Direction from the row's own leg (token leg
+-- first, else cash); confidence from the opposite leg of the same wallet in the same tx.
+INSERT INTO {db}.trades_with_direction{sfx}
+SELECT
+    tx_hash,
+    block_number,
+    block_timestamp,
+    day_idx,
+    wallet,
+    condition_id,
+    outcome_index,
+    token_id,
+    multiIf(token_delta > 0, 'BUY',
+            token_delta < 0, 'SELL',
+            usdc_delta < 0, 'BUY',
+            'SELL') AS direction,
+    multiIf(
+        -- token row: the cash leg of the tx is the opposite leg
+        token_delta != 0 AND tx_usdc_delta = 0, 'MEDIUM',
+        token_delta > 0 AND tx_usdc_delta < 0, 'HIGH',
+        token_delta < 0 AND tx_usdc_delta > 0, 'HIGH',
+        token_delta != 0, 'LOW',
+        -- cash-only row: the token legs of the tx are the opposite leg
+        tx_tokens_in = 0 AND tx_tokens_out = 0, 'MEDIUM',
+        usdc_delta < 0 AND tx_tokens_in = 1, 'HIGH',
+        usdc_delta > 0 AND tx_tokens_out = 1, 'HIGH',
+        'LOW') AS confidence,
+    toUInt256(abs(token_delta)) AS token_amount,
+    toUInt256(abs(usdc_delta)) AS usdc_amount,
+    token_delta,
+    usdc_delta,
+    tx_usdc_delta,
+    if(token_amount = 0 OR usdc_amount = 0, 0.,
+       toFloat64(usdc_amount) / toFloat64(token_amount)) AS price
+FROM
+(
+    SELECT
+        *,
+        sum(usdc_delta) OVER w AS tx_usdc_delta,
+        max(token_delta > 0) OVER w AS tx_tokens_in,
+        max(token_delta < 0) OVER w AS tx_tokens_out
+    FROM {db}.net_flows{sfx}
+    WHERE is_system = 0 AND kind = 'trade'
+    WINDOW w AS (PARTITION BY tx_hash, wallet)
+);
+
+-- wallet_market_pnl: positions per outcome, cash, payout value and PnL per (wallet, condition).
+-- Payout arrays are 1-based in ClickHouse: outcome i pays payout_numerators[i + 1].
+INSERT INTO {db}.wallet_market_pnl{sfx}
+WITH
+    complete_days AS (
+        SELECT day_idx
+        FROM {db}.backfill_checkpoint FINAL
+        WHERE status = 'COMPLETE' AND start_date = toDate('{start_date}') AND day_idx < {days}
+    ),
+    markets AS (
+        SELECT condition_id, max(outcome_count) AS outcome_count
+        FROM {db}.token_outcomes{sfx}
+        GROUP BY condition_id
+    ),
+    resolutions AS (
+        SELECT
+            condition_id,
+            argMin(payout_numerators, (block_number, log_index)) AS payouts,
+            1 AS is_resolved
+        FROM {db}.condition_resolutions FINAL
+        WHERE day_idx IN (SELECT day_idx FROM complete_days)
+        GROUP BY condition_id
+    ),
+    positions AS (
+        SELECT
+            f.wallet AS wallet,
+            f.condition_id AS condition_id,
+            m.outcome_count AS outcome_count,
+            sumForEach(arrayMap(i -> if(toInt16(i) = f.outcome_index, f.token_delta, toInt256(0)),
+                                range(m.outcome_count))) AS positions,
+            sum(f.usdc_delta) AS cash_units,
+            count() AS flows
+        FROM {db}.net_flows{sfx} AS f
+        INNER JOIN markets AS m ON f.condition_id = m.condition_id
+        WHERE f.is_system = 0 AND f.condition_id != ''
+        GROUP BY f.wallet, f.condition_id, m.outcome_count
+    )
+SELECT
+    p.wallet,
+    p.condition_id,
+    p.outcome_count,
+    p.positions,
+    p.cash_units,
+    if(r.is_resolved = 1 AND arraySum(r.payouts) > 0,
+       arraySum(arrayMap((h, num) -> intDiv(h * toInt256(num), toInt256(arraySum(r.payouts))),
+                         p.positions,
+                         arrayResize(r.payouts, length(p.positions), toUInt256(0)))),
+       toInt256(0)) AS payout_units,
+    p.cash_units + payout_units,
+    r.is_resolved = 1,
+    if(r.is_resolved = 1, r.payouts, []),
+    p.flows
+FROM positions AS p
+LEFT JOIN resolutions AS r ON p.condition_id = r.condition_id;
+
+DROP TABLE IF EXISTS {db}.rebuild_legs{sfx};

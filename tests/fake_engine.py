@@ -1,0 +1,293 @@
+"""A deterministic, recording EngineApi for console tests.
+
+State is injected (`FakeEngine(status=..., grid=...)` or attribute assignment), time is fixed
+(`NOW`), and every call is recorded as `(method, args)` in `calls`. A query can be made to raise
+by putting an exception in `fail[method]`. Actions answer with a plain string like the engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from engine.status import (
+    BACKOFF,
+    DAY_DONE,
+    DAY_FAILED,
+    DAY_PENDING,
+    DAY_RUNNING,
+    DONE,
+    FATAL,
+    RUNNING,
+    STALLED,
+    DiskReport,
+    DiskUsage,
+    DuplicateCheck,
+    EngineStatus,
+    ErrorGroup,
+    GateResult,
+    RpcHealth,
+    WorkerStatus,
+)
+
+NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z, the fixed clock of every console test
+DAYS = 1048
+
+
+def fixed_clock() -> float:
+    return NOW
+
+
+def sample_workers(shards: int = 12) -> list[WorkerStatus]:
+    workers = []
+    for k in range(shards):
+        workers.append(
+            WorkerStatus(
+                shard=k,
+                state=RUNNING,
+                pid=41000 + k,
+                day=600 + k,
+                block_from=16_200_000 + 7200 * k,
+                block_to=16_200_400 + 7200 * k,
+                phase="fetch",
+                heartbeat_age_s=float(3 + k * 2),
+                rows=1_250_000 + 91_337 * k,
+                days_done=50 + k,
+                days_planned=88,
+                restarts=0,
+                last_error="",
+            )
+        )
+    # A few realistic variations: a slow heartbeat, a retrying shard, a restarted one, a DONE one.
+    workers[3].heartbeat_age_s = 95.0
+    workers[5].phase = "retry"
+    workers[5].restarts = 2
+    workers[5].last_error = "rpc_429: 429 Too Many Requests from https://eth.example/v2/***"
+    workers[11].state = DONE
+    workers[11].pid = None
+    workers[11].day = None
+    workers[11].heartbeat_age_s = None
+    workers[11].days_done = 87
+    workers[11].days_planned = 87
+    return workers
+
+
+def sample_grid(days: int = DAYS, shards: int = 12) -> list[str]:
+    """Complete up to ~day 600 with a hole at 212-214, running days 600-610, failed day 333."""
+    grid = []
+    for d in range(days):
+        if d in (212, 213, 214):
+            grid.append(DAY_PENDING)
+        elif d == 333:
+            grid.append(DAY_FAILED)
+        elif d < 600:
+            grid.append(DAY_DONE)
+        elif d < 600 + shards - 1:
+            grid.append(DAY_RUNNING)
+        else:
+            grid.append(DAY_PENDING)
+    return grid
+
+
+def sample_status(**changes: Any) -> EngineStatus:
+    st = EngineStatus(
+        state="running",
+        chain="https://eth.example/v2/*** (+1 more)",
+        store="embedded data/clickhouse",
+        shards=12,
+        shard_ids=list(range(12)),
+        started_at=NOW - 3 * 3600 - 25 * 60 - 7,
+        now=NOW,
+        days_total=DAYS,
+        days_complete=596,
+        days_in_progress=11,
+        days_failed=1,
+        rows_staged={
+            "erc20_transfers_staging": 48_211_905,
+            "erc1155_transfers_staging": 17_402_118,
+            "condition_resolutions": 12_044,
+            "token_registrations": 24_090,
+        },
+        rate_history=[
+            900.0 + 40 * (i % 7) + 15 * (i % 3) + (300 if 20 < i < 26 else 0) for i in range(60)
+        ],
+        rows_per_s=1180.0,
+        eta_s=2 * 3600 + 41 * 60 + 12,
+        stall_after_s=300.0,
+        workers=sample_workers(),
+        rpc=[
+            RpcHealth(
+                url="https://eth.example/v2/***",
+                calls=88_120,
+                calls_per_s=7.4,
+                http_429=31,
+                p50_ms=88.0,
+                p95_ms=412.0,
+                current_range=400,
+                cooling_until=None,
+            ),
+            RpcHealth(
+                url="https://rpc.backup.example/***",
+                calls=40_551,
+                calls_per_s=3.1,
+                http_429=212,
+                p50_ms=140.0,
+                p95_ms=1290.0,
+                current_range=100,
+                cooling_until=NOW + 14,
+            ),
+        ],
+        errors=[
+            ErrorGroup("rpc_429", 180, NOW - 12, "429 Too Many Requests (retry after 2s)", 5),
+            ErrorGroup("rpc_429", 63, NOW - 95, "429 Too Many Requests", 2),
+            ErrorGroup("range_split", 41, NOW - 300, "too many results: split 2000 -> 1000", 7),
+            ErrorGroup(
+                "decode_skip", 9, NOW - 3600, "ERC721-shaped Transfer (4 topics) skipped", 1
+            ),
+            ErrorGroup("timeout", 4, NOW - 7200, "read timeout after 30s", None),
+        ],
+        gates=[],
+        messages=[],
+    )
+    return replace(st, **changes)
+
+
+def sample_duplicates() -> list[DuplicateCheck]:
+    return [
+        DuplicateCheck("erc20_transfers_staging", 48_211_905, 48_190_002, 0),
+        DuplicateCheck("erc1155_transfers_staging", 17_402_118, 17_402_118, 0),
+    ]
+
+
+def sample_disk() -> DiskReport:
+    return DiskReport(
+        tables=[
+            DiskUsage("erc20_transfers_staging", 48_211_905, 3_221_225_472, 41),
+            DiskUsage("erc1155_transfers_staging", 17_402_118, 1_395_864_371, 23),
+            DiskUsage("backfill_checkpoint", 612, 40_960, 3),
+            DiskUsage("worker_heartbeats", 12, 8_192, 2),
+        ],
+        free_bytes=118 * 1024**3,
+        total_bytes=500 * 1024**3,
+    )
+
+
+def fatal_status() -> EngineStatus:
+    st = sample_status()
+    w = st.workers[7]
+    w.state, w.pid, w.heartbeat_age_s, w.restarts = FATAL, None, None, 5
+    w.last_error = "exited 1 five times in 600s: ConnectionRefusedError to https://eth.example/***"
+    st.workers[2].state = STALLED
+    st.workers[2].heartbeat_age_s = 412.0
+    st.workers[9].state = BACKOFF
+    st.workers[9].pid = None
+    return st
+
+
+def failing_gate_status() -> EngineStatus:
+    return sample_status(
+        gates=[
+            GateResult("erc20_count_vs_rpc", 0.0, "<= 0.001 relative", True, "strict", NOW - 60),
+            GateResult("final_duplicates", 0.0, "== 0", True, "strict", NOW - 60),
+            GateResult("erc1155_nonempty", 0.0, ">= 1 row/day", False, "strict", NOW - 60),
+        ]
+    )
+
+
+class FakeEngine:
+    """Implements engine.status.EngineApi; thread-safe enough for the console's worker threads."""
+
+    def __init__(
+        self,
+        status: EngineStatus | None = None,
+        grid: list[str] | None = None,
+        duplicates: list[DuplicateCheck] | None = None,
+        disk: DiskReport | None = None,
+        gates_log: list[str] | None = None,
+        log_dir: str | Path = "/tmp",
+    ) -> None:
+        self.state = status or sample_status()
+        self.grid = grid if grid is not None else sample_grid(self.state.days_total)
+        self.dups = duplicates if duplicates is not None else sample_duplicates()
+        self.disk_report = disk or sample_disk()
+        self.gates_log = gates_log if gates_log is not None else []
+        self.log_dir = Path(log_dir)
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.fail: dict[str, BaseException] = {}
+        self.gate: dict[str, threading.Event] = {}  # method -> event the call waits for
+        self._lock = threading.Lock()
+
+    def _record(self, method: str, *args: Any) -> None:
+        with self._lock:
+            self.calls.append((method, args))
+        if method in self.gate:
+            self.gate[method].wait(10)
+        if method in self.fail:
+            raise self.fail[method]
+
+    def actions(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """Recorded calls other than the periodic queries."""
+        queries = {"status", "day_grid", "duplicates", "disk", "gates_log_tail"}
+        with self._lock:
+            return [c for c in self.calls if c[0] not in queries]
+
+    def count(self, method: str) -> int:
+        with self._lock:
+            return sum(1 for m, _ in self.calls if m == method)
+
+    # ---- queries -------------------------------------------------------------------------------
+    def status(self) -> EngineStatus:
+        self._record("status")
+        return self.state
+
+    def day_grid(self) -> list[str]:
+        self._record("day_grid")
+        return list(self.grid)
+
+    def duplicates(self) -> list[DuplicateCheck]:
+        self._record("duplicates")
+        return list(self.dups)
+
+    def disk(self) -> DiskReport:
+        self._record("disk")
+        return self.disk_report
+
+    def gates_log_tail(self, n: int = 20) -> list[str]:
+        self._record("gates_log_tail", n)
+        return self.gates_log[-n:]
+
+    def worker_log_path(self, shard: int) -> str:
+        self._record("worker_log_path", shard)
+        return str(self.log_dir / f"worker-{shard}.log")
+
+    # ---- actions -------------------------------------------------------------------------------
+    def scale(self, shards: int) -> str:
+        self._record("scale", shards)
+        return f"scaling {self.state.shards} -> {shards} shards"
+
+    def restart_worker(self, shard: int) -> str:
+        self._record("restart_worker", shard)
+        return f"restarting shard {shard}"
+
+    def restart_stalled(self) -> str:
+        self._record("restart_stalled")
+        return "restarting shard(s) 2, 7"
+
+    def pause(self) -> str:
+        self._record("pause")
+        return "paused"
+
+    def resume(self) -> str:
+        self._record("resume")
+        return "resumed"
+
+    def optimize(self) -> str:
+        self._record("optimize")
+        return "OPTIMIZE started in the background"
+
+    def abort(self) -> str:
+        self._record("abort")
+        self.state = replace(self.state, state="aborting")
+        return "aborting: workers finish their current chunk"

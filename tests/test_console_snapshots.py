@@ -1,0 +1,63 @@
+"""SVG snapshots of the console (pytest-textual-snapshot), fully deterministic.
+
+Fake engine with injected state and a fixed clock (tests/fake_engine.py), no periodic refresh
+(refresh_s is an hour, so only the first poll renders), animations off, no blinking cursor.
+Update after an intended UI change with `pytest tests/test_console_snapshots.py --snapshot-update`
+and look at the report before committing.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from console.app import BackfillApp
+from tests.fake_engine import FakeEngine, failing_gate_status, fatal_status, fixed_clock
+
+os.environ["TEXTUAL_ANIMATIONS"] = "none"
+
+
+def make_app(engine: FakeEngine | None = None) -> BackfillApp:
+    app = BackfillApp(engine or FakeEngine(), refresh_s=3600.0, clock=fixed_clock)
+    app.animation_level = "none"
+    return app
+
+
+async def settle(pilot) -> None:
+    """Wait until the first poll of every source has rendered."""
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
+def test_main_screen(snap_compare, size):
+    assert snap_compare(make_app(), terminal_size=size, run_before=settle)
+
+
+def test_help_screen(snap_compare):
+    assert snap_compare(
+        make_app(), terminal_size=(120, 40), run_before=settle, press=["question_mark"]
+    )
+
+
+def test_abort_confirm_dialog(snap_compare):
+    assert snap_compare(make_app(), terminal_size=(120, 40), run_before=settle, press=["a"])
+
+
+def test_fatal_worker(snap_compare):
+    engine = FakeEngine(status=fatal_status())
+    assert snap_compare(make_app(engine), terminal_size=(120, 40), run_before=settle)
+
+
+def test_failing_gate(snap_compare):
+    engine = FakeEngine(
+        status=failing_gate_status(),
+        gates_log=[
+            "2026-01-01T00:00:00Z strict erc20_count_vs_rpc value=0 threshold=<=0.001 PASS",
+            "2026-01-01T00:00:00Z strict final_duplicates value=0 threshold===0 PASS",
+            "2026-01-01T00:00:00Z strict erc1155_nonempty value=0 threshold=>=1 FAIL",
+        ],
+    )
+    assert snap_compare(make_app(engine), terminal_size=(120, 40), run_before=settle)
