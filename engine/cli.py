@@ -193,7 +193,13 @@ def run(cfg: Config, shard_ids: list[int] | None, ui: bool) -> int:
     from engine.runtime import Engine
 
     _setup_logging(cfg)
-    say = (lambda m: print(m, flush=True)) if not ui else None
+    ui_running: list[bool] = []
+
+    def say(msg: str) -> None:
+        logging.getLogger("engine").info("%s", msg)
+        if not ui_running:  # once the TUI owns the screen, its panels show the notices
+            print(msg, flush=True)
+
     engine = Engine(cfg, shard_ids=shard_ids, say=say)
     stop_signal: list[int] = []
 
@@ -212,6 +218,7 @@ def run(cfg: Config, shard_ids: list[int] | None, ui: bool) -> int:
             logging.exception("start failed")
             return EXIT_FAILED
         if ui:
+            ui_running.append(True)
             return _run_ui(cfg, engine)
         return _run_headless(engine, stop_signal)
     finally:
@@ -223,11 +230,9 @@ def _run_ui(cfg: Config, engine) -> int:
     from console.app import run_console
 
     try:
-        run_console(engine, dict(cfg.console.keys), cfg.console.refresh_s)
+        return run_console(engine, dict(cfg.console.keys), cfg.console.refresh_s)
     finally:
         engine.stop("console quit")
-    # Quitting the UI is an operator's choice, not a failure; abort says so with its own code.
-    return EXIT_ABORTED if engine.exit_reason == "aborted by operator" else EXIT_OK
 
 
 def progress_line(st) -> str:

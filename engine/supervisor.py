@@ -84,6 +84,7 @@ class Shard:
     last_error: str = ""
     got_done: bool = False
     exit_handled: bool = False
+    heard: bool = False  # a message arrived from the current process
     stop_requested: bool = False
     term_sent_at: float | None = None
     reader: threading.Thread | None = None
@@ -165,6 +166,7 @@ class Supervisor:
         sh.days_planned = len(plan.get("days", ()))
         sh.got_done = False
         sh.exit_handled = False
+        sh.heard = False
         sh.stop_requested = False
         sh.term_sent_at = None
         sh.day = None
@@ -212,15 +214,14 @@ class Supervisor:
                 try:
                     msg = read_message(proc.stdout)
                 except ProtocolError as exc:
-                    with self.lock:
-                        sh.last_error = str(exc)[:200]
+                    sh.last_error = str(exc)[:200]
                     continue
                 if msg is None:
                     break
-                with self.lock:
-                    if sh.proc is not proc:
-                        break  # a message from a process we already replaced
-                    self._note(sh, msg)
+                # No supervisor lock here: stop_all/tick hold it while they wait for readers.
+                if sh.proc is not proc:
+                    break  # a message from a process we already replaced
+                self._note(sh, msg)
                 self.on_message(sh, msg)
         finally:
             proc.stdout.close()
@@ -230,8 +231,7 @@ class Supervisor:
         now = self.clock()
         if t in ("hb", "hello", "rows", "day_done", "range"):
             sh.last_hb = now
-            if sh.state in (STARTING, STALLED):
-                self._set_state(sh, RUNNING, "heartbeat")
+            sh.heard = True  # tick() turns STARTING into RUNNING
         if t == "hb":
             sh.day = msg.get("day")
             sh.block_from = msg.get("from")
@@ -307,6 +307,8 @@ class Supervisor:
             sh.last_error = sh.last_error or why
             self._schedule_restart(sh, why, now)
             return
+        if sh.state == STARTING and sh.heard and self._alive(sh):
+            self._set_state(sh, RUNNING, "heartbeat")
         if sh.state == BACKOFF and now >= sh.backoff_until:
             self._spawn(sh, f"restart after {sh.backoff_s:.1f}s backoff")
             return

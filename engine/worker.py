@@ -183,7 +183,8 @@ class Worker:
         self.send({"t": "range", "day": day, "from": first, "to": last})
         return first, last
 
-    def fetch_chunk(self, lo: int, hi: int) -> list[dict]:
+    def queries(self) -> list[tuple[list[str], list]]:
+        """(addresses, topics) filters that together return every captured log of a range."""
         f = self.filter
         events = [
             TRANSFER_SINGLE_TOPIC,
@@ -194,12 +195,14 @@ class Worker:
         tokens = sorted(f.erc20_tokens)
         others = sorted(f.erc1155 | f.exchanges)
         if not f.erc20_counterparties:
-            return self.pool.get_logs(lo, hi, tokens + others, [[TRANSFER_TOPIC, *events]])
+            return [(tokens + others, [[TRANSFER_TOPIC, *events]])]
+        # Counterparty on either side: two topic filters (topics AND across positions).
         cps = [topic_for_address(a) for a in sorted(f.erc20_counterparties)]
-        logs = self.pool.get_logs(lo, hi, tokens, [TRANSFER_TOPIC, cps])
-        logs += self.pool.get_logs(lo, hi, tokens, [TRANSFER_TOPIC, None, cps])
-        logs += self.pool.get_logs(lo, hi, others, [events])
-        return logs
+        return [
+            (tokens, [TRANSFER_TOPIC, cps]),
+            (tokens, [TRANSFER_TOPIC, None, cps]),
+            (others, [events]),
+        ]
 
     def timestamps_for(self, logs: list[dict]) -> dict[int, int] | None:
         missing = {int(x["blockNumber"], 16) for x in logs if x.get("blockTimestamp") is None}
@@ -214,26 +217,27 @@ class Worker:
         first, last = rng
         counts: Counter = Counter()
         skipped: Counter = Counter()
-        pos = first
-        while pos <= last:
-            self.wait_if_paused()
-            if self.stop.is_set():
-                return False
-            hi = min(last, pos + max(1, self.pool.current_range) - 1)
-            self.alive(phase="fetch", **{"from": pos, "to": hi})
-            logs = self.fetch_chunk(pos, hi)
-            decoded = decode_logs(logs, day, self.filter, self.timestamps_for(logs))
-            parts = []
-            for table, rows in decoded.by_table().items():
-                if rows:
-                    counts[table] += len(rows)
-                    parts.append(encode_rows(day, table, rows))
-            if parts:
-                self._write(b"".join(parts))
-            skipped.update(decoded.skipped)
-            self.alive(rows=sum(counts.values()))
-            self.heartbeat()
-            pos = hi + 1
+        seen: set[tuple[str, int]] = set()  # a CP -> CP transfer comes back from both filters
+        for address, topics in self.queries() if first <= last else []:
+            self.alive(phase="fetch", **{"from": first, "to": last})
+            # Sub-ranges adapt to the provider; rows go out after each successful request.
+            for lo, hi, logs in self.pool.iter_logs(first, last, address, topics):
+                decoded = decode_logs(logs, day, self.filter, self.timestamps_for(logs))
+                decoded.erc20 = [r for r in decoded.erc20 if (r[0], r[1]) not in seen]
+                seen.update((r[0], r[1]) for r in decoded.erc20)
+                parts = []
+                for table, rows in decoded.by_table().items():
+                    if rows:
+                        counts[table] += len(rows)
+                        parts.append(encode_rows(day, table, rows))
+                if parts:
+                    self._write(b"".join(parts))
+                skipped.update(decoded.skipped)
+                self.alive(rows=sum(counts.values()), **{"from": lo, "to": hi})
+                self.heartbeat()
+                self.wait_if_paused()
+                if self.stop.is_set():
+                    return False
         for reason in ("erc721_shaped", "malformed"):
             if skipped[reason]:
                 self.error("decode_skip", f"{reason}: {skipped[reason]} log(s) skipped", day)
