@@ -248,10 +248,15 @@ class BackfillApp(App[str]):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_resize(self, event: events.Resize) -> None:
-        # The footer's "^p palette" item only when every key fits beside it (it overlaps the
-        # keys on narrow terminals); ctrl+p always works and the help screen lists it.
+        self.fit_footer(event.size.width)
+
+    def fit_footer(self, width: int | None = None) -> None:
+        """Show the footer's "^p palette" item only when every key fits beside it (it overlaps
+        the keys on narrow terminals); ctrl+p always works and the help screen lists it."""
+        wide = (self.size.width if width is None else width) >= FOOTER_PALETTE_MIN_WIDTH
         for footer in self.main_screen.query(Footer):
-            footer.show_command_palette = event.size.width >= FOOTER_PALETTE_MIN_WIDTH
+            if footer.show_command_palette != wide:
+                footer.show_command_palette = wide
 
     def on_mount(self) -> None:
         self.query_one("#workers-table").focus()
@@ -268,10 +273,11 @@ class BackfillApp(App[str]):
         now = self.clock()
         for source in SOURCES:
             last = self._last_started.get(source)
-            if last is None or now - last >= self.intervals[source] - 1e-6:
+            if last is None or now - last >= 0.8 * self.intervals[source]:
                 self.start_poll(source)
         if STATUS in self._inflight:  # the engine is slow to answer: let the header say so
             self.render_source(STATUS)
+        self.fit_footer()  # also after a resize the app did not see (e.g. tmux resize-window)
 
     def poll_now(self, *sources: str) -> None:
         """Query these sources (default: all) now, unless one is already in flight."""

@@ -230,9 +230,11 @@ def _run_ui(cfg: Config, engine) -> int:
     from console.app import run_console
 
     try:
-        return run_console(engine, dict(cfg.console.keys), cfg.console.refresh_s)
+        code = run_console(engine, dict(cfg.console.keys), cfg.console.refresh_s)
     finally:
         engine.stop("console quit")
+    # An abort from `ctl abort` ends the UI too; it exits like an abort from the keys.
+    return EXIT_ABORTED if engine.exit_reason == "aborted by operator" else code
 
 
 def progress_line(st) -> str:

@@ -50,6 +50,7 @@ DEFAULT_KEYS: Mapping[str, str] = MappingProxyType(
         "filter_errors": "slash",
         "help": "question_mark",
         "quit": "q",
+        "details": "d",
     }
 )
 # Taken by tmux (prefix), screen (prefix), terminals (XOFF) or unavailable without extended keys.

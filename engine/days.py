@@ -7,6 +7,7 @@ with a steady block time, at most twice the probes of a plain bisection), memois
 
 from __future__ import annotations
 
+import bisect
 import calendar
 import datetime as dt
 from collections.abc import Callable
@@ -33,10 +34,30 @@ def shard_days(days_total: int, shards: int, shard_id: int) -> list[int]:
 class BlockClock:
     """Block timestamps through a getter, memoised; finds first blocks at or after a time."""
 
-    def __init__(self, get_timestamp: Callable[[int], int]) -> None:
+    def __init__(
+        self,
+        get_timestamp: Callable[[int], int],
+        get_many: Callable[[list[int]], list[int]] | None = None,
+    ) -> None:
         self._get = get_timestamp
+        self._get_many = get_many  # one round trip for several blocks (JSON-RPC batch)
         self.cache: dict[int, int] = {}
+        self._known: list[int] = []  # sorted cached block numbers
         self.calls = 0
+
+    def prefetch(self, blocks: list[int]) -> None:
+        """Fetch the timestamps of several uncached blocks in one call (when batching is on)."""
+        todo = sorted({b for b in blocks if b not in self.cache})
+        if not todo:
+            return
+        if self._get_many is None or len(todo) == 1:
+            for b in todo:
+                self.ts(b)
+            return
+        self.calls += 1
+        for b, t in zip(todo, self._get_many(todo), strict=True):
+            self.cache[b] = t
+            bisect.insort(self._known, b)
 
     def ts(self, block: int) -> int:
         t = self.cache.get(block)
@@ -44,32 +65,67 @@ class BlockClock:
             self.calls += 1
             t = self._get(block)
             self.cache[block] = t
+            bisect.insort(self._known, block)
         return t
+
+    def _bracket(self, target: int, lo: int, hi: int) -> tuple[int, int]:
+        """Tighten (lo, hi) with cached points: ts(lo) < target <= ts(hi) stays true."""
+        i = bisect.bisect_left(self._known, lo)
+        j = bisect.bisect_right(self._known, hi)
+        for b in self._known[i:j]:
+            t = self.cache[b]
+            if t < target:
+                lo = max(lo, b)
+            elif b < hi:
+                hi = b
+                break
+        return lo, hi
 
     def first_at_or_after(self, target: int, lo: int, hi: int) -> int:
         """Smallest block in [lo, hi] with timestamp >= target; hi + 1 when there is none.
 
-        Timestamps are non-decreasing in block number. Each step narrows (lo, hi) with an
-        interpolated probe, falling back to the midpoint when interpolation makes slow progress.
+        Timestamps are non-decreasing in block number. Each probe is an interpolation inside
+        the current bracket; when a probe moved only one end, the next probe overshoots past the
+        estimate by the same distance so the other end moves too (a tight bracket in a few calls
+        on a chain with a steady block time), and a bracket that stops halving is bisected.
         """
         if lo > hi or self.ts(hi) < target:
             return hi + 1
         if self.ts(lo) >= target:
             return lo
-        # Invariant: ts(lo) < target <= ts(hi)
-        steps = 0
+        lo, hi = self._bracket(target, lo, hi)  # invariant: ts(lo) < target <= ts(hi)
+        if self._get_many is not None:
+            return self._batched_search(target, lo, hi)
+        last_side = 0
+        widths = [hi - lo]
         while hi - lo > 1:
             t_lo, t_hi = self.ts(lo), self.ts(hi)
-            if steps % 2 == 0 and t_hi > t_lo:
-                probe = lo + int((target - t_lo) * (hi - lo) / (t_hi - t_lo))
-                probe = min(max(probe, lo + 1), hi - 1)
+            est = lo + (target - t_lo) * (hi - lo) / max(1, t_hi - t_lo)
+            if len(widths) >= 3 and widths[-1] > widths[-3] / 2:
+                probe = (lo + hi) // 2  # interpolation is not converging: bisect
+            elif last_side < 0:  # lo moved last time: overshoot upwards to move hi
+                probe = int(est) + 1 + max(1, int(est) - lo)
+            elif last_side > 0:  # hi moved last time: overshoot downwards to move lo
+                probe = int(est) - max(1, hi - int(est))
             else:
-                probe = (lo + hi) // 2
-            steps += 1
+                probe = int(est) + 1
+            probe = min(max(probe, lo + 1), hi - 1)
             if self.ts(probe) >= target:
-                hi = probe
+                hi, last_side = probe, 1
             else:
-                lo = probe
+                lo, last_side = probe, -1
+            widths.append(hi - lo)
+        return hi
+
+    def _batched_search(self, target: int, lo: int, hi: int) -> int:
+        """Each round trip probes around the interpolated estimate and on an even grid."""
+        while hi - lo > 1:
+            t_lo, t_hi = self.ts(lo), self.ts(hi)
+            est = lo + int((target - t_lo) * (hi - lo) / max(1, t_hi - t_lo))
+            probes = [est + o for o in (-16, -4, -2, -1, 0, 1, 2, 4, 16)]
+            probes += [lo + (hi - lo) * k // 8 for k in range(1, 8)]
+            self.prefetch([p for p in probes if lo < p < hi])
+            lo, hi = self._bracket(target, lo, hi)
         return hi
 
     def day_range(self, start_ts: int, end_ts: int, lo: int, hi: int) -> tuple[int, int]:

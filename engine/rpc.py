@@ -272,6 +272,23 @@ class RpcPool:
         """Chain head number (eth_blockNumber)."""
         return int(self.call("eth_blockNumber", []), 16)
 
+    def block_timestamps(self, numbers: Sequence[int]) -> list[int]:
+        """Timestamps of several blocks in one JSON-RPC batch request (with retries)."""
+        if not numbers:
+            return []
+
+        def check(results: Any) -> str | None:
+            if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+                return "a block in the batch was not found"
+            return None
+
+        def attempt(ep: _Endpoint) -> Any:
+            params = [[hex(n), False] for n in numbers]
+            return self._attempt(ep, "eth_getBlockByNumber", params, validate=check, batch=True)
+
+        blocks = self._with_retries(attempt, "eth_getBlockByNumber batch", self.max_attempts)
+        return [int(b["timestamp"], 16) for b in blocks]
+
     def block_timestamp(self, number: int) -> int:
         """Timestamp of block ``number`` (eth_getBlockByNumber, no transactions)."""
 
@@ -463,12 +480,26 @@ class RpcPool:
         params: list,
         validate: Callable[[Any], str | None] | None = None,
         range_errors: bool = False,
+        batch: bool = False,
     ) -> Any:
         """POST one request to one URL. Returns the result or raises _AttemptFailed /
-        _RangeTooBig (only when ``range_errors``) / RpcError (not retryable)."""
+        _RangeTooBig (only when ``range_errors``) / RpcError (not retryable).
+
+        With ``batch``, ``params`` is a list of params lists sent as one JSON-RPC batch; the
+        result is the list of results in the same order (any failed element fails the attempt).
+        """
         ep.bucket.acquire()
         req_id = next(self._ids)
-        body = json.dumps({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params})
+        if batch:
+            ids = [next(self._ids) for _ in params]
+            body = json.dumps(
+                [
+                    {"jsonrpc": "2.0", "id": i, "method": method, "params": p}
+                    for i, p in zip(ids, params, strict=True)
+                ]
+            )
+        else:
+            body = json.dumps({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params})
         session = self._session(ep)
         status: int | None = None
         headers: Any = {}
@@ -493,9 +524,23 @@ class RpcPool:
                 parsed = json.loads(content)
             except ValueError:
                 parsed = None
-            if isinstance(parsed, dict):
+            if batch and isinstance(parsed, list):
+                by_id = {x.get("id"): x for x in parsed if isinstance(x, dict)}
+                bad = next((x for x in parsed if isinstance(x, dict) and "error" in x), None)
+                if bad is not None:
+                    c = classify(status, bad)
+                elif set(by_id) != set(ids):
+                    c = Classified(rpc_errors.BAD_JSON, message="batch response ids mismatch")
+                else:
+                    parsed = {"result": [by_id[i].get("result") for i in ids]}
+                    c = classify(status, parsed)
+            elif isinstance(parsed, dict):
                 c = classify(status, parsed)
-                if c.kind == rpc_errors.OK and parsed.get("id") not in (req_id, str(req_id)):
+                if (
+                    c.kind == rpc_errors.OK
+                    and not batch
+                    and parsed.get("id") not in (req_id, str(req_id))
+                ):
                     c = Classified(rpc_errors.BAD_JSON, message="response id mismatch")
             else:
                 text = content[:300].decode("utf-8", "replace")

@@ -445,27 +445,28 @@ class Engine:
         mono = time.monotonic()
         sup = self.supervisor
         if sup is not None:
-            with sup.lock:
-                for k in sorted(sup.shards):
-                    sh = sup.shards[k]
-                    age = mono - sh.last_hb if sh.last_hb and sh.pid else None
-                    workers.append(
-                        WorkerStatus(
-                            shard=k,
-                            state=sh.state,
-                            pid=sh.pid if sup._alive(sh) else None,
-                            day=sh.day if sh.day is not None and sh.day >= 0 else None,
-                            block_from=sh.block_from,
-                            block_to=sh.block_to,
-                            phase=sh.phase,
-                            heartbeat_age_s=age if sh.state not in (DONE,) else None,
-                            rows=sh.rows,
-                            days_done=sh.days_done,
-                            days_planned=sh.days_planned,
-                            restarts=sh.restarts,
-                            last_error=sh.last_error,
-                        )
+            # No supervisor lock: status must answer while stop_all/scale hold it.
+            shards = dict(sup.shards)
+            for k in sorted(shards):
+                sh = shards[k]
+                age = mono - sh.last_hb if sh.last_hb and sh.pid else None
+                workers.append(
+                    WorkerStatus(
+                        shard=k,
+                        state=sh.state,
+                        pid=sh.pid if sup._alive(sh) else None,
+                        day=sh.day if sh.day is not None and sh.day >= 0 else None,
+                        block_from=sh.block_from,
+                        block_to=sh.block_to,
+                        phase=sh.phase,
+                        heartbeat_age_s=age if sh.state not in (DONE,) else None,
+                        rows=sh.rows,
+                        days_done=sh.days_done,
+                        days_planned=sh.days_planned,
+                        restarts=sh.restarts,
+                        last_error=sh.last_error,
                     )
+                )
         with self.lock:
             complete = len(self.complete)
             failed = len(self.failed)
@@ -554,12 +555,11 @@ class Engine:
             failed = set(self.failed)
         running: set[int] = set()
         if self.supervisor is not None:
-            with self.supervisor.lock:
-                running = {
-                    sh.day
-                    for sh in self.supervisor.shards.values()
-                    if sh.day is not None and sh.state not in (DONE,)
-                }
+            running = {
+                sh.day
+                for sh in list(self.supervisor.shards.values())
+                if sh.day is not None and sh.state not in (DONE,)
+            }
         grid = []
         for d in range(self.days_total):
             if d in complete:

@@ -164,6 +164,7 @@ class Supervisor:
         assert not self._alive(sh), f"shard {sh.shard} already has a live process"
         plan = self.plan_for(sh.shard, self.shards_total)
         sh.days_planned = len(plan.get("days", ()))
+        sh.days_done = 0  # of this process's plan
         sh.got_done = False
         sh.exit_handled = False
         sh.heard = False

@@ -80,7 +80,7 @@ class Worker:
         self.ranges: dict[int, tuple[int, int]] = {
             int(k): (int(v[0]), int(v[1])) for k, v in plan.get("ranges", {}).items()
         }
-        self.clock = BlockClock(self.pool.block_timestamp)
+        self.clock = BlockClock(self.pool.block_timestamp, self.pool.block_timestamps)
         # What the heartbeat reports.
         self.state: dict[str, Any] = {"day": -1, "from": 0, "to": 0, "rows": 0, "phase": "start"}
         self.last_alive = time.monotonic()

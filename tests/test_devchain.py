@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -368,3 +369,32 @@ def test_cli_serves_until_sigint(tmp_path: Path, root: Path) -> None:
         text=True,
     )
     assert bad.returncode == 2 and "--days 0" in bad.stderr
+
+
+def test_node_dies_with_its_owner(root: Path, chain: Devchain) -> None:
+    """SIGKILL the process that started the devchain: its anvil node stops too (no orphans)."""
+    code = (
+        "import sys; from pathlib import Path; from tests.test_devchain import SPEC; "
+        "from engine.devchain import start_devchain; "
+        "c = start_devchain(SPEC, Path(sys.argv[1]), log=lambda m: None); "
+        "print(c.url, flush=True); import time; time.sleep(60)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(root)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    r = Rpc(url, timeout=2.0)
+    assert int(r.call("eth_blockNumber"), 16) == chain.head_block
+    r.close()
+    proc.kill()
+    proc.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            Rpc(url, timeout=1.0).call("eth_blockNumber")
+        except OSError:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"anvil at {url} still answers after its owner was killed")

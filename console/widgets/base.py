@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.console import Group
+from rich.table import Table
 from rich.text import Text
 from textual.containers import Vertical
+from textual.widgets import Static
 
 from console import fmt
 from console.data import ConsoleData
@@ -63,3 +66,29 @@ def error_text(what: str, message: str, at: float | None, now: float) -> Text:
     t = Text(f"{what} failed{when}: ", style=BAD)
     t.append(message, style="red")
     return t
+
+
+def signature(renderable: object) -> object:
+    """A cheap, comparable fingerprint of what a renderable will show (Text, Table, Group, str)."""
+    if isinstance(renderable, str):
+        return renderable
+    if isinstance(renderable, Text):
+        return (renderable.plain, tuple(map(str, renderable.spans)), str(renderable.style))
+    if isinstance(renderable, Table):
+        return tuple(
+            (c.header if isinstance(c.header, str) else str(c.header),)
+            + tuple(signature(cell) for cell in c._cells)
+            for c in renderable.columns
+        )
+    if isinstance(renderable, Group):
+        return tuple(signature(r) for r in renderable.renderables)
+    return id(renderable)  # unknown: always different
+
+
+def update_if_changed(widget: Static, renderable: object) -> None:
+    """Static.update only when the content differs: no repaint for an unchanged panel."""
+    sig = signature(renderable)
+    if getattr(widget, "_console_signature", None) == sig:
+        return
+    widget._console_signature = sig  # type: ignore[attr-defined]
+    widget.update(renderable)  # type: ignore[arg-type]

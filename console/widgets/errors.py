@@ -12,7 +12,7 @@ from textual.widgets import Input, Static
 
 from console import fmt
 from console.data import STATUS, ConsoleData
-from console.widgets.base import MUTED, WARN, Panel
+from console.widgets.base import MUTED, WARN, Panel, update_if_changed
 from engine.status import ErrorGroup
 
 
@@ -95,7 +95,7 @@ class ErrorsPanel(Panel):
         body = self.query_one("#errors-body", Static)
         st = self._data.status if self._data else None
         if st is None:
-            body.update(Text("waiting for the engine…", style=MUTED))
+            update_if_changed(body, Text("waiting for the engine…", style=MUTED))
             return
         kinds = group_by_kind(st.errors, self.text_filter)
         total = sum(g.count for g in st.errors)
@@ -105,7 +105,7 @@ class ErrorsPanel(Panel):
         self.border_title = title
         if not kinds:
             msg = "no errors" if not self.text_filter else "no error matches the filter"
-            body.update(Text(msg, style="green" if not self.text_filter else MUTED))
+            update_if_changed(body, Text(msg, style="green" if not self.text_filter else MUTED))
             return
         table = Table(box=None, expand=True, pad_edge=False, padding=(0, 1), show_edge=False)
         table.add_column("kind", style="bold", no_wrap=True)
@@ -121,4 +121,4 @@ class ErrorsPanel(Panel):
                 shards_text(k.per_shard),
                 Text(" ".join(k.last_message.split()), style="red"),
             )
-        body.update(table)
+        update_if_changed(body, table)

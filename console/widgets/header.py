@@ -10,7 +10,16 @@ from textual.widgets import Static
 
 from console import fmt
 from console.data import DISK, DUPLICATES, GATES_LOG, STATUS, ConsoleData
-from console.widgets.base import ALARM, BAD, ENGINE_STATE_STYLES, MUTED, OK, WARN, DataView
+from console.widgets.base import (
+    ALARM,
+    BAD,
+    ENGINE_STATE_STYLES,
+    MUTED,
+    OK,
+    WARN,
+    DataView,
+    update_if_changed,
+)
 
 STALE_AFTER_S = 5.0
 
@@ -35,7 +44,7 @@ class HeaderBar(DataView, Static):
             t.append(" backfill-console ", style="bold")
             err = data.error(STATUS)
             t.append(f"engine status unavailable: {err}" if err else "waiting for the engine…")
-            self.update(t)
+            update_if_changed(self, t)
             return
         state = st.state
         if self.override_state and state in ("running", "paused", "starting"):
@@ -57,7 +66,7 @@ class HeaderBar(DataView, Static):
         t.append(st.chain)
         t.append("  store ", style=MUTED)
         t.append(st.store)
-        self.update(t)
+        update_if_changed(self, t)
 
 
 class Banner(DataView, Static):
@@ -129,7 +138,7 @@ class Banner(DataView, Static):
                 )
         lines = lines[:2]
         self.set_class(bool(lines), "-show")
-        self.update(Text("\n").join(lines) if lines else "")
+        update_if_changed(self, Text("\n").join(lines) if lines else "")
 
 
 class HealthStrip(DataView, Static):
@@ -195,4 +204,4 @@ class HealthStrip(DataView, Static):
             if cooling:
                 t.append(f" · {cooling} cooling", style=WARN)
         t.append(f"   {_key(self.hints, 'details')}: all panels", style=MUTED)
-        self.update(t)
+        update_if_changed(self, t)

@@ -10,7 +10,16 @@ from textual.widgets import Static
 
 from console import fmt
 from console.data import DISK, DUPLICATES, GATES_LOG, STATUS, ConsoleData
-from console.widgets.base import ALARM, BAD, MUTED, OK, WARN, Panel, error_text
+from console.widgets.base import (
+    ALARM,
+    BAD,
+    MUTED,
+    OK,
+    WARN,
+    Panel,
+    error_text,
+    update_if_changed,
+)
 
 DUPLICATES_EVERY_S = 15.0
 DISK_EVERY_S = 10.0
@@ -32,7 +41,7 @@ class _BodyPanel(Panel):
         yield Static("", classes="body")
 
     def body(self, renderable: object) -> None:
-        self.query_one(".body", Static).update(renderable)
+        update_if_changed(self.query_one(".body", Static), renderable)
 
 
 def _checked(updated: float | None, now: float, every: float) -> str:
@@ -196,7 +205,7 @@ class DiskPanel(_BodyPanel):
                 parts.append(Text("reading system.parts…", style=MUTED))
             self.body(Group(*parts))
             return
-        free = Text("free ", style=MUTED)
+        free = Text("free ", style=MUTED, no_wrap=True, overflow="ellipsis")
         if rep.free_bytes is None:
             free.append("unknown", style=MUTED)
         else:

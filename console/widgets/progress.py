@@ -13,7 +13,7 @@ from textual.widgets import Sparkline, Static
 
 from console import fmt
 from console.data import GRID, STATUS, ConsoleData
-from console.widgets.base import BAD, MUTED, OK, Panel, error_text
+from console.widgets.base import BAD, MUTED, OK, Panel, error_text, update_if_changed
 from engine.status import DAY_DONE, DAY_FAILED, DAY_PENDING, DAY_RUNNING
 
 PARTIAL = "partial"  # a cell of several days, some COMPLETE and some not
@@ -82,6 +82,8 @@ class DayGrid(Widget):
         self.grid: list[str] = []
 
     def set_grid(self, grid: list[str]) -> None:
+        if grid == self.grid:
+            return
         resized = len(grid) != len(self.grid)
         self.grid = list(grid)
         self.refresh(layout=resized)
@@ -144,8 +146,9 @@ class ProgressPanel(Panel):
             self.border_subtitle = ""
         if st is None:
             if data.error(STATUS):
-                self.query_one("#p-days", Static).update(
-                    error_text("status", data.errors[STATUS], data.error_at.get(STATUS), now)
+                update_if_changed(
+                    self.query_one("#p-days", Static),
+                    error_text("status", data.errors[STATUS], data.error_at.get(STATUS), now),
                 )
             return
         pct = 100.0 * st.days_complete / st.days_total if st.days_total else 0.0
@@ -158,14 +161,16 @@ class ProgressPanel(Panel):
         t.append(f"  ·  {st.days_in_progress} in progress", style="yellow")
         t.append(f"  ·  {st.days_failed} failed", style=BAD if st.days_failed else MUTED)
         t.append(f"  ·  {pending:,} pending", style=MUTED)
-        self.query_one("#p-days", Static).update(t)
+        update_if_changed(self.query_one("#p-days", Static), t)
 
         rps = Text(no_wrap=True)
         rps.append(f"{fmt.num(round(st.rows_per_s))}", style="bold")
         rps.append(" rows/s ", style=MUTED)
-        self.query_one("#p-rps", Static).update(rps)
+        update_if_changed(self.query_one("#p-rps", Static), rps)
         spark = self.query_one(Sparkline)
-        spark.data = list(st.rate_history[-120:]) or [0.0]
+        history = list(st.rate_history[-120:]) or [0.0]
+        if spark.data != history:
+            spark.data = history
         eta = Text(no_wrap=True)
         eta.append(" ETA ", style=MUTED)
         if st.state == "complete":
@@ -174,7 +179,7 @@ class ProgressPanel(Panel):
             eta.append("calculating", style=MUTED)
         else:
             eta.append(fmt.duration(st.eta_s), style="bold")
-        self.query_one("#p-eta", Static).update(eta)
+        update_if_changed(self.query_one("#p-eta", Static), eta)
 
         rows = Text(no_wrap=True, overflow="ellipsis")
         rows.append("rows", style=MUTED)
@@ -183,4 +188,4 @@ class ProgressPanel(Panel):
         for name in names:
             rows.append(f"  {fmt.table_name(name)} ", style=MUTED)
             rows.append(fmt.num(st.rows_staged[name]), style="bold")
-        self.query_one("#p-rows", Static).update(rows)
+        update_if_changed(self.query_one("#p-rows", Static), rows)

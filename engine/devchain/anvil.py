@@ -8,6 +8,7 @@ receipts are kept), and can start from a saved state (`--load-state`).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -15,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,8 +134,35 @@ class Rpc:
             self._conn = None
 
 
+# The node runs under a tiny watchdog (its own process group, so a terminal's Ctrl-C reaches only
+# our code, which then stops the node in order). The watchdog's stdin is a pipe from the process
+# that started it: when that process dies, even by SIGKILL, the pipe reaches EOF and the watchdog
+# stops anvil, so no orphaned node outlives its owner. SIGTERM/SIGINT to the watchdog stop anvil
+# too.
+WATCHDOG = """
+import os, select, signal, subprocess, sys
+p = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL)
+def stop(*_):
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+while p.poll() is None:
+    r = select.select([0], [], [], 0.5)[0]
+    if r and not os.read(0, 4096):
+        stop()
+sys.exit(p.returncode)
+"""
+
+
 class AnvilProcess:
-    """A running anvil child process on 127.0.0.1:port."""
+    """A running anvil node on 127.0.0.1:port (`proc` is its watchdog; see WATCHDOG)."""
 
     def __init__(self, proc: subprocess.Popen[bytes], port: int, log_path: Path | None) -> None:
         self.proc = proc
@@ -148,16 +177,19 @@ class AnvilProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after `timeout` seconds. Idempotent."""
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (the watchdog stops anvil), then SIGKILL to the node's own process group after
+        `timeout` seconds. Idempotent."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
 
 
 def start_anvil(
@@ -199,8 +231,8 @@ def start_anvil(
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
+                [sys.executable, "-c", WATCHDOG, *args],
+                stdin=subprocess.PIPE,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
