@@ -427,6 +427,11 @@ class Engine:
 
         self._background("gates", run)
 
+    def busy(self) -> list[str]:
+        """Background actions still running (scale, optimize, abort, rebuild, ...)."""
+        with self.lock:
+            return sorted(n for n, t in self._busy.items() if t.is_alive())
+
     def _background(self, name: str, fn: Callable[[], None]) -> bool:
         """Run fn in a named thread unless one with that name is still running."""
         with self.lock:
@@ -692,6 +697,7 @@ class Engine:
             "rows_per_s": round(st.rows_per_s, 1),
             "eta_s": None if st.eta_s is None else round(st.eta_s),
             "elapsed_s": round(st.elapsed_s),
+            "busy": self.busy(),
             "workers": [
                 {
                     "shard": w.shard,

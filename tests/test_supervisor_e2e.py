@@ -72,7 +72,7 @@ class NeverTwo:
 
 
 def test_chaos_random_sigkills_end_exact(tmp_path: Path, devchain_cache: Path) -> None:
-    config = slow_config(tmp_path, devchain_cache, rps=24.0, shards=3)
+    config = slow_config(tmp_path, devchain_cache, rps=6.0, shards=3)
     run = ConsoleRun(config)
     guard = NeverTwo(run.proc.pid)
     rng = random.Random(42)
@@ -87,7 +87,6 @@ def test_chaos_random_sigkills_end_exact(tmp_path: Path, devchain_cache: Path) -
             shard = rng.choice(sorted(procs))
             os.kill(procs[shard][0], signal.SIGKILL)
             kills += 1
-        set_rps(config, 1000.0)  # the workers of later restarts may go fast
         code = run.finish(300)
     finally:
         guard.stop()
@@ -104,7 +103,7 @@ def test_sigstopped_worker_is_detected_killed_and_replaced(tmp_path: Path, devch
     config = slow_config(
         tmp_path,
         devchain_cache,
-        rps=16.0,
+        rps=4.0,
         shards=2,
         monitor={"stall_after_s": 3, "check_interval_s": 0.5, "grace_s": 1},
     )
@@ -179,19 +178,19 @@ def test_flapping_worker_goes_backoff_then_fatal_others_finish(tmp_path: Path, d
 
 
 def test_scale_4_7_2_mid_run_is_exact_and_done_workers_stay_done(tmp_path, devchain_cache):
-    config = slow_config(tmp_path, devchain_cache, rps=40.0, shards=4)
+    config = slow_config(tmp_path, devchain_cache, rps=6.0, shards=4)
     run = ConsoleRun(config)
     guard = NeverTwo(run.proc.pid)
     try:
         run.wait_for(lambda: run.days_complete() >= 1, 90, "first day")
         out = run.ctl("scale", "7")
         assert out.returncode == 0 and "scaling 4 -> 7" in out.stdout, out.stdout + out.stderr
-        run.wait_for(lambda: run.status()["shards"] == 7, 60, "7 shards")
-        run.wait_for(lambda: len(worker_processes(run.proc.pid)) >= 1, 60, "7-shard workers")
+        run.wait_for(lambda: "scale" not in run.status()["busy"], 60, "scaling to 7 done")
+        assert run.status()["shards"] == 7
         out = run.ctl("scale", "2")
         assert out.returncode == 0, out.stderr
-        run.wait_for(lambda: run.status()["shards"] == 2, 60, "2 shards")
-        set_rps(config, 1000.0)
+        run.wait_for(lambda: "scale" not in run.status()["busy"], 60, "scaling to 2 done")
+        assert run.status()["shards"] == 2
         code = run.finish(300)
     finally:
         guard.stop()
@@ -205,7 +204,7 @@ def test_scale_4_7_2_mid_run_is_exact_and_done_workers_stay_done(tmp_path, devch
 
 
 def test_ctl_against_headless_run_then_abort_and_resume(tmp_path: Path, devchain_cache: Path):
-    config = slow_config(tmp_path, devchain_cache, rps=10.0, shards=2)
+    config = slow_config(tmp_path, devchain_cache, rps=3.0, shards=2)
     run = ConsoleRun(config)
     try:
         run.wait_for(lambda: socket_path_for(config.parent / "backfill").exists(), 60, "socket")
@@ -266,7 +265,7 @@ def test_two_hosts_dry_run_render_disjoint_plans(tmp_path: Path) -> None:
 
 
 def test_worker_exits_when_console_dies(tmp_path: Path, devchain_cache: Path) -> None:
-    config = slow_config(tmp_path, devchain_cache, rps=5.0, shards=2)
+    config = slow_config(tmp_path, devchain_cache, rps=2.0, shards=2)
     run = ConsoleRun(config)
     try:
         run.wait_for(lambda: len(worker_processes(run.proc.pid)) == 2, 60, "workers")
