@@ -1,7 +1,7 @@
 """Load and validate `config.toml` plus environment overrides into frozen dataclasses.
 
 Every section and key is optional; missing keys take the defaults below (also shipped, commented,
-in the top-level `config.toml` and documented in `docs/CONFIG.md`). Anything wrong raises
+in the top-level `config.toml` and documented key by key in README.md). Anything wrong raises
 `ConfigError`, whose message is one line naming the key, the bad value and what was expected, e.g.
 `config.toml: backfill.days = 0: expected an integer >= 1`. URLs in messages are masked and the
 ClickHouse password is never shown.
@@ -213,7 +213,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     """Read, validate and return the config.
 
     `path` None means `./config.toml` when it exists, else the built-in defaults with base_dir =
-    the current directory. `env` defaults to `os.environ`; see `docs/CONFIG.md` for the overrides.
+    the current directory. `env` defaults to `os.environ` (overrides: README, Configuration).
     """
     env = os.environ if env is None else env
     if path is None:
