@@ -282,7 +282,7 @@ def _run_headless(engine, stop_signal: list[int]) -> int:
             if st.state == "stopped":
                 engine.stop("stopped")
                 return EXIT_ABORTED if engine.exit_reason else EXIT_FAILED
-            time.sleep(0.25)
+            time.sleep(0.5)
     except BaseException:
         engine.stop("error")
         raise

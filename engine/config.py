@@ -168,7 +168,7 @@ class DevchainConfig:
 
 @dataclass(frozen=True)
 class ConsoleConfig:
-    refresh_s: float = 1.0
+    refresh_s: float = 2.0
     # action id -> Textual key name; read-only
     keys: Mapping[str, str] = field(default_factory=lambda: DEFAULT_KEYS, hash=False)
 
@@ -766,6 +766,6 @@ def _console(s: _Section, keys: _Section) -> ConsoleConfig:
             )
         owners[name] = action
     return ConsoleConfig(
-        refresh_s=s.get("refresh_s", 1.0, _num(0.1), "expected a number >= 0.1"),
+        refresh_s=s.get("refresh_s", 2.0, _num(0.1), "expected a number >= 0.1"),
         keys=MappingProxyType(bindings),
     )

@@ -87,7 +87,7 @@ def check_defaults(cfg: Config, base: Path) -> None:
     assert (d.seed, d.blocks_per_day, d.wallets, d.transfers_per_day) == (7, 144, 40, 100)
     assert d.markets_per_day == 0.5
     assert d.state_dir == base / "data/devchain"
-    assert cfg.console.refresh_s == 1.0
+    assert cfg.console.refresh_s == 2.0
     assert dict(cfg.console.keys) == dict(DEFAULT_KEYS)
     assert cfg.console.keys["help"] == "question_mark"
 
