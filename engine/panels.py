@@ -88,13 +88,18 @@ def day_grid(
 ) -> list[str]:
     """One DAY_* state per configured day: COMPLETE checkpoint > failed > in progress > pending."""
     done = complete_days(store, days_total, start_date, chain_id)
+    return day_states(int(days_total), done, failed, in_progress)
+
+
+def day_states(days_total: int, done: set[int], failed: set[int], running: set[int]) -> list[str]:
+    """One DAY_* per day: COMPLETE > failed > in progress > pending."""
     grid: list[str] = []
-    for d in range(int(days_total)):
+    for d in range(days_total):
         if d in done:
             grid.append(DAY_DONE)
         elif d in failed:
             grid.append(DAY_FAILED)
-        elif d in in_progress:
+        elif d in running:
             grid.append(DAY_RUNNING)
         else:
             grid.append(DAY_PENDING)

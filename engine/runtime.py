@@ -22,10 +22,6 @@ from engine.loader import Loader
 from engine.masking import mask_url
 from engine.rpc import RpcPool
 from engine.status import (
-    DAY_DONE,
-    DAY_FAILED,
-    DAY_PENDING,
-    DAY_RUNNING,
     DONE,
     FATAL,
     STALLED,
@@ -565,17 +561,7 @@ class Engine:
                 for sh in list(self.supervisor.shards.values())
                 if sh.day is not None and sh.state not in (DONE,)
             }
-        grid = []
-        for d in range(self.days_total):
-            if d in complete:
-                grid.append(DAY_DONE)
-            elif d in failed:
-                grid.append(DAY_FAILED)
-            elif d in running:
-                grid.append(DAY_RUNNING)
-            else:
-                grid.append(DAY_PENDING)
-        return grid
+        return panels.day_states(self.days_total, complete, failed, running)
 
     def duplicates(self) -> list:
         assert self.store is not None

@@ -8,49 +8,12 @@ from types import SimpleNamespace
 import pytest
 
 from engine import panels
+from engine.decode import ERC20_COLUMNS as ERC20_COLS
+from engine.decode import ERC1155_COLUMNS as ERC1155_COLS
+from engine.loader import CHECKPOINT_COLUMNS as CHECKPOINT_COLS
 from engine.status import DAY_DONE, DAY_FAILED, DAY_PENDING, DAY_RUNNING
 from engine.store import open_store
 
-ERC20_COLS = [
-    "tx_hash",
-    "log_index",
-    "block_number",
-    "block_timestamp",
-    "day_idx",
-    "token",
-    "from_address",
-    "to_address",
-    "value",
-]
-ERC1155_COLS = [
-    "tx_hash",
-    "log_index",
-    "batch_index",
-    "block_number",
-    "block_timestamp",
-    "day_idx",
-    "contract",
-    "operator",
-    "from_address",
-    "to_address",
-    "token_id",
-    "value",
-]
-CHECKPOINT_COLS = [
-    "day_idx",
-    "status",
-    "shard_id",
-    "from_block",
-    "to_block",
-    "erc20_count",
-    "erc1155_count",
-    "resolution_count",
-    "registration_count",
-    "chain_id",
-    "start_date",
-    "error",
-    "updated_at",
-]
 TS = "2022-12-18 00:00:01"
 
 
