@@ -145,3 +145,44 @@ def test_sigkill_console_mid_run_then_resume_is_exact(tmp_path: Path, devchain_c
         for a, b in fetched:
             assert b < lo or a > hi, f"COMPLETE day {day} ({lo}-{hi}) fetched again: {a}-{b}"
     assert_store_matches_truth(config, ground_truth_for(config))
+
+
+def test_sigterm_stops_cleanly_and_rerun_resumes(tmp_path: Path, devchain_cache: Path) -> None:
+    from tests.helpers import ConsoleRun
+
+    config = write_config(tmp_path, days=E2E_DAYS, devchain_state=devchain_cache, shards=2)
+    config.write_text(config.read_text().replace("= 1000.0", "= 3.0"))
+    run = ConsoleRun(config)
+    try:
+        run.wait_for(lambda: run.days_complete() >= 1, 120, "a COMPLETE day")
+        run.proc.send_signal(signal.SIGTERM)
+        code = run.finish(60)
+    finally:
+        run.kill()
+    assert code == 143, run.output[-2000:]
+    assert "SIGTERM: stopping workers cleanly; a rerun resumes" in run.output
+    assert "(stopped by SIGTERM)" in (tmp_path / "backfill" / "monitor.log").read_text()
+    config.write_text(config.read_text().replace("= 3.0", "= 1000.0"))
+    out = cli("--no-ui", "--config", str(config))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert_store_matches_truth(config, ground_truth_for(config))
+
+
+def test_bad_config_exits_2_before_anything_starts(tmp_path: Path) -> None:
+    config = write_config(tmp_path, days=0)
+    out = cli("--no-ui", "--config", str(config), timeout=60)
+    assert out.returncode == 2
+    assert "backfill.days = 0: expected an integer >= 1" in out.stderr
+    assert not (tmp_path / "backfill").exists() and not (tmp_path / "clickhouse").exists()
+    missing = cli("--config", str(tmp_path / "nope.toml"), timeout=60)
+    assert missing.returncode == 2 and "nope.toml" in missing.stderr
+    bad_env = cli(
+        "--no-ui",
+        "--config",
+        str(write_config(tmp_path / "b", days=2)),
+        env={"SHARDS": "zero"},
+        timeout=60,
+    )
+    assert bad_env.returncode == 2 and "env SHARDS = 'zero'" in bad_env.stderr
+    helptext = cli("--help", timeout=60)
+    assert helptext.returncode == 0 and "--no-ui" in helptext.stdout and "ctl" in helptext.stdout
