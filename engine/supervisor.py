@@ -122,6 +122,7 @@ class Supervisor:
         self.last_stall_check = 0.0
         self.monitor_log = self.log_dir / "monitor.log"
         self.duplicate_kills = 0
+        self._spawned: list[subprocess.Popen] = []  # every worker started, until reaped
 
     # ---- logging ------------------------------------------------------------------------------
     def _monitor_line(self, text: str) -> None:
@@ -191,6 +192,7 @@ class Supervisor:
             cwd=str(Path(__file__).resolve().parent.parent),
         )
         sh.proc = proc
+        self._spawned.append(proc)
         sh.pid = proc.pid
         sh.started_at = time.time()
         sh.last_hb = self.clock()
@@ -289,6 +291,8 @@ class Supervisor:
             for sh in self.shards.values():
                 self._tick_shard(sh, now, check_stalls)
             self._kill_strays()
+            if check_stalls:
+                self._kill_untracked_children()
 
     def _tick_shard(self, sh: Shard, now: float, check_stalls: bool) -> None:
         if sh.proc is not None and not sh.exit_handled and sh.proc.poll() is not None:
@@ -350,24 +354,35 @@ class Supervisor:
         self._set_state(sh, BACKOFF, f"{why}; restart in {sh.backoff_s:.1f}s")
 
     def _kill_strays(self) -> None:
-        """Any worker process of ours that is not the tracked one for its shard is killed."""
-        tracked = {sh.pid for sh in self.shards.values() if self._alive(sh)}
-        try:
-            children = psutil.Process().children(recursive=False)
-        except psutil.Error:
-            return
-        for child in children:
-            try:
-                cmd = child.cmdline()
-            except psutil.Error:
+        """Every worker process this supervisor ever started that is still alive but is not the
+        tracked process of a shard is killed (never two live processes for one shard).
+
+        Runs at every tick, so it only polls our own Popen objects (waitpid, no /proc scan).
+        """
+        tracked = {id(sh.proc) for sh in self.shards.values() if sh.proc is not None}
+        for proc in list(self._spawned):
+            if proc.poll() is not None:
+                if id(proc) not in tracked:
+                    self._spawned.remove(proc)  # exited and reaped: forget it
                 continue
-            if "engine.worker" in cmd and child.pid not in tracked and child.is_running():
-                if child.status() == psutil.STATUS_ZOMBIE:
+            if id(proc) in tracked:
+                continue
+            self.duplicate_kills += 1
+            self._monitor_line(f"pid={proc.pid} untracked worker process killed")
+            proc.kill()
+
+    def _kill_untracked_children(self) -> None:
+        """Safety net at the stall-check cadence: scan our children by pid (psutil) for any
+        `engine.worker` process that no shard tracks, whatever started it, and kill it."""
+        tracked = {sh.pid for sh in self.shards.values() if self._alive(sh)}
+        for shard, pids in self.live_pids().items():
+            for pid in pids:
+                if pid in tracked:
                     continue
                 self.duplicate_kills += 1
-                self._monitor_line(f"pid={child.pid} untracked worker process killed")
+                self._monitor_line(f"shard={shard} pid={pid} untracked worker process killed")
                 try:
-                    child.kill()
+                    psutil.Process(pid).kill()
                 except psutil.Error:
                     pass
 
