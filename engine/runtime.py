@@ -18,8 +18,10 @@ from engine import maintenance, panels
 from engine.config import Config
 from engine.constants import check_topics
 from engine.control import ControlServer, socket_path_for
+from engine.gates import run_gates
 from engine.loader import Loader
 from engine.masking import mask_url
+from engine.rebuild import rebuild
 from engine.rpc import RpcPool
 from engine.status import (
     DONE,
@@ -375,11 +377,6 @@ class Engine:
 
     def _on_complete_hook(self) -> None:
         """Rebuild analytics once everything is staged (engine/rebuild.py), in the background."""
-        try:
-            from engine.rebuild import rebuild
-        except ImportError:
-            self.state = "complete"
-            return
 
         def run() -> None:
             assert self.store is not None
@@ -409,10 +406,6 @@ class Engine:
             self.last_gates_at = time.monotonic()  # first run one interval after start
             return
         self.last_gates_at = time.monotonic()
-        try:
-            from engine.gates import run_gates
-        except ImportError:
-            return
 
         def run() -> None:
             assert self.store is not None
