@@ -117,19 +117,32 @@ class BlockClock:
             widths.append(hi - lo)
         return hi
 
+    def _probes(self, target: int, lo: int, hi: int) -> list[int]:
+        """Blocks worth reading to find `target` in (lo, hi): around the interpolated estimate
+        and on an even grid (so each round trip shrinks the bracket at least 8-fold)."""
+        t_lo, t_hi = self.ts(lo), self.ts(hi)
+        est = lo + int((target - t_lo) * (hi - lo) / max(1, t_hi - t_lo))
+        probes = [est + o for o in (-16, -4, -2, -1, 0, 1, 2, 4, 16)]
+        probes += [lo + (hi - lo) * k // 8 for k in range(1, 8)]
+        return [p for p in probes if lo < p < hi]
+
     def _batched_search(self, target: int, lo: int, hi: int) -> int:
-        """Each round trip probes around the interpolated estimate and on an even grid."""
+        """One JSON-RPC batch per round trip until the bracket is tight."""
         while hi - lo > 1:
-            t_lo, t_hi = self.ts(lo), self.ts(hi)
-            est = lo + int((target - t_lo) * (hi - lo) / max(1, t_hi - t_lo))
-            probes = [est + o for o in (-16, -4, -2, -1, 0, 1, 2, 4, 16)]
-            probes += [lo + (hi - lo) * k // 8 for k in range(1, 8)]
-            self.prefetch([p for p in probes if lo < p < hi])
+            self.prefetch(self._probes(target, lo, hi))
             lo, hi = self._bracket(target, lo, hi)
         return hi
 
     def day_range(self, start_ts: int, end_ts: int, lo: int, hi: int) -> tuple[int, int]:
         """Blocks [first, last] with start_ts <= ts < end_ts in [lo, hi]; empty if last < first."""
+        if self._get_many is not None and lo < hi and self.ts(lo) < start_ts <= self.ts(hi):
+            # Both boundaries' first probes in one round trip.
+            a, b = self._bracket(start_ts, lo, hi)
+            c, d = self._bracket(end_ts, lo, hi)
+            probes = self._probes(start_ts, a, b)
+            if self.ts(d) >= end_ts:
+                probes += self._probes(end_ts, c, d)
+            self.prefetch(probes)
         first = self.first_at_or_after(start_ts, lo, hi)
         nxt = self.first_at_or_after(end_ts, first, hi) if first <= hi else first
         return first, nxt - 1
