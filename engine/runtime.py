@@ -34,7 +34,7 @@ from engine.status import (
     WorkerStatus,
 )
 from engine.store import Store, open_store
-from engine.supervisor import MonitorSettings, Shard, Supervisor
+from engine.supervisor import Shard, Supervisor
 
 log = logging.getLogger("engine")
 
@@ -154,17 +154,8 @@ class Engine:
             on_error=lambda m: self._record_error("store", m, None),
         )
         self.loader.start()
-        m = self.cfg.monitor
         self.supervisor = Supervisor(
-            MonitorSettings(
-                stall_after_s=m.stall_after_s,
-                check_interval_s=m.check_interval_s,
-                grace_s=m.grace_s,
-                max_restarts=m.max_restarts,
-                restart_window_s=m.restart_window_s,
-                backoff_initial_s=m.backoff_initial_s,
-                backoff_max_s=m.backoff_max_s,
-            ),
+            self.cfg.monitor,
             self.cfg.backfill.data_dir,
             self.plan_for,
             self._on_message,

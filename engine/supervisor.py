@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import psutil
 
+from engine.config import MonitorConfig
 from engine.protocol import ProtocolError, read_message
 from engine.status import (
     BACKOFF,
@@ -49,17 +50,6 @@ def _die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass  # stdin EOF still ends the worker
-
-
-@dataclass
-class MonitorSettings:
-    stall_after_s: float = 300.0
-    check_interval_s: float = 30.0
-    grace_s: float = 10.0
-    max_restarts: int = 5
-    restart_window_s: float = 600.0
-    backoff_initial_s: float = 2.0
-    backoff_max_s: float = 60.0
 
 
 @dataclass
@@ -96,7 +86,7 @@ class Supervisor:
 
     def __init__(
         self,
-        settings: MonitorSettings,
+        settings: MonitorConfig,
         log_dir: Path,
         plan_for: Callable[[int, int], dict[str, Any]],
         on_message: Callable[[Shard, dict[str, Any]], None],
