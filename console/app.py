@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from time import monotonic
 from typing import Any, ClassVar
 
 from textual import events
@@ -304,7 +303,7 @@ class BackfillApp(App[str]):
         }[source]
 
     async def _poll(self, source: str) -> None:
-        started = monotonic()
+        started = self.clock()  # the app's clock, so tests with a fixed clock are exact
         try:
             try:
                 result = await call_in_thread(self._query(source))
@@ -317,7 +316,7 @@ class BackfillApp(App[str]):
                 if source == STATUS:
                     self._on_status(result)
             if source in (DUPLICATES, DISK):
-                took = monotonic() - started
+                took = max(0.0, self.clock() - started)
                 self.intervals[source] = max(
                     self.base_intervals[source], round(HEAVY_QUERY_SPACING * took)
                 )
