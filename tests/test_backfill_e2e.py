@@ -107,7 +107,7 @@ def test_sigkill_console_mid_run_then_resume_is_exact(tmp_path: Path, devchain_c
             rpc_urls=[proxy.url],
         )
         # Slow the first run down (a low request budget) so the kill lands mid-run.
-        config.write_text(config.read_text().replace("= 1000.0", "= 6.0"))
+        config.write_text(config.read_text().replace("= 1000.0", "= 3.0"))
         proc = start_cli("--no-ui", "--config", str(config))
         assert proc.stdout is not None
         seen = ""
@@ -130,7 +130,7 @@ def test_sigkill_console_mid_run_then_resume_is_exact(tmp_path: Path, devchain_c
             "WHERE status = 'COMPLETE'",
         )
         assert 0 < len(done) < E2E_DAYS
-        config.write_text(config.read_text().replace("= 6.0", "= 1000.0"))
+        config.write_text(config.read_text().replace("= 3.0", "= 1000.0"))
         proxy.reset_stats()
         out = cli("--no-ui", "--config", str(config))
         assert out.returncode == 0, out.stdout + out.stderr

@@ -204,7 +204,7 @@ def test_scale_4_7_2_mid_run_is_exact_and_done_workers_stay_done(tmp_path, devch
 
 
 def test_ctl_against_headless_run_then_abort_and_resume(tmp_path: Path, devchain_cache: Path):
-    config = slow_config(tmp_path, devchain_cache, rps=3.0, shards=2)
+    config = slow_config(tmp_path, devchain_cache, rps=1.5, shards=2)
     run = ConsoleRun(config)
     try:
         run.wait_for(lambda: socket_path_for(config.parent / "backfill").exists(), 60, "socket")
