@@ -15,9 +15,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from engine import maintenance, panels
-from engine.config import Config
+from engine.config import MAX_SHARDS, Config
 from engine.constants import check_topics
 from engine.control import ControlServer, socket_path_for
+from engine.decode import TABLES
 from engine.gates import run_gates
 from engine.loader import Loader
 from engine.masking import mask_url
@@ -37,15 +38,6 @@ from engine.store import Store, open_store
 from engine.supervisor import Shard, Supervisor
 
 log = logging.getLogger("engine")
-
-STAGING_TABLES = ("erc20_transfers_staging", "erc1155_transfers_staging")
-KIND_TO_TABLE = {
-    "erc20": "erc20_transfers_staging",
-    "erc1155": "erc1155_transfers_staging",
-    "resolutions": "condition_resolutions",
-    "registrations": "token_registrations",
-}
-MAX_SHARDS = 256
 
 
 def chain_label_for(urls: list[str]) -> str:
@@ -461,7 +453,7 @@ class Engine:
         rows = dict(self.rows_at_start)
         if self.loader is not None:
             for kind, n in self.loader.rows_written.items():
-                table = KIND_TO_TABLE[kind]
+                table = TABLES[kind][0]
                 rows[table] = rows.get(table, 0) + n
         rate = self.rate_history[-1] if self.rate_history else 0.0
         state = self.state
