@@ -75,14 +75,19 @@ state_dir = "{devchain_state or (folder / "devchain")}"
     return path
 
 
+def _env(extra: dict[str, str] | None) -> dict[str, str]:
+    """This environment without the operator overrides a test must not inherit, plus `extra`."""
+    e = {k: v for k, v in os.environ.items() if k not in ("ETHEREUM_RPC_URLS", "SHARDS")}
+    e.update(extra or {})
+    return e
+
+
 def cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None):
     """Run `backfill-console ARGS` (as `python -m engine.cli`) to completion."""
-    e = {k: v for k, v in os.environ.items() if k not in ("ETHEREUM_RPC_URLS", "SHARDS")}
-    e.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "engine.cli", *args],
         cwd=ROOT,
-        env=e,
+        env=_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -91,12 +96,10 @@ def cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None):
 
 def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start `backfill-console ARGS` in the background (stdout/stderr piped, text)."""
-    e = {k: v for k, v in os.environ.items() if k not in ("ETHEREUM_RPC_URLS", "SHARDS")}
-    e.update(env or {})
     return subprocess.Popen(
         [sys.executable, "-m", "engine.cli", *args],
         cwd=ROOT,
-        env=e,
+        env=_env(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
