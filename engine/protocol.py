@@ -1,25 +1,29 @@
 """JSON-lines messages between worker processes and the console (see docs/INTERNALS.md).
 
-A `rows` message is a header line followed by exactly `n` raw JSONCompactEachRow lines, so the
-console can pass row bytes to the store without parsing them.
+A `rows` message is a header line followed by exactly `n` raw JSONCompactEachRow lines (`bytes`
+bytes in all), so the console reads them in one call and passes them to the store unparsed.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import IO, Any
 
+import orjson
+
+#: Environment variable carrying the console's pid to its workers (they die with it).
+PARENT_PID_ENV = "BACKFILL_CONSOLE_PID"
+
 
 def encode(msg: dict[str, Any]) -> bytes:
-    return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+    return orjson.dumps(msg) + b"\n"
 
 
 def encode_rows(day: int, table: str, rows: Sequence[Sequence[Any]]) -> bytes:
     """Header + one line per row."""
-    parts = [encode({"t": "rows", "day": day, "table": table, "n": len(rows)})]
-    parts.extend(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in rows)
-    return b"".join(parts)
+    data = b"\n".join(map(orjson.dumps, rows)) + b"\n" if rows else b""
+    header = {"t": "rows", "day": day, "table": table, "n": len(rows), "bytes": len(data)}
+    return encode(header) + data
 
 
 class ProtocolError(Exception):
@@ -36,18 +40,17 @@ def read_message(stream: IO[bytes]) -> dict[str, Any] | None:
     if not line:
         return None
     try:
-        msg = json.loads(line)
-    except json.JSONDecodeError as exc:
+        msg = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
         raise ProtocolError(f"not a protocol line: {line[:200]!r}") from exc
     if not isinstance(msg, dict) or "t" not in msg:
         raise ProtocolError(f"not a protocol message: {line[:200]!r}")
     if msg["t"] == "rows":
-        n = int(msg["n"])
-        lines = []
-        for _ in range(n):
-            row = stream.readline()
-            if not row.endswith(b"\n"):
-                return None
-            lines.append(row)
-        msg["data"] = b"".join(lines)
+        size = int(msg["bytes"])
+        data = stream.read(size) if size else b""
+        if len(data) != size:
+            return None
+        if data.count(b"\n") != int(msg["n"]):
+            raise ProtocolError(f"rows message: {msg['n']} rows announced, data has other count")
+        msg["data"] = data
     return msg
