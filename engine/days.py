@@ -14,6 +14,17 @@ from collections.abc import Callable
 
 from engine.constants import SECONDS_PER_DAY
 
+#: Half-width of the contiguous probe window around an estimated boundary block.
+WINDOW = 2
+#: A bracket with at most this many blocks inside is read whole in one round trip.
+FILL_MAX = 32
+#: Growth of the probe distances on both sides of the window.
+STEP_FACTOR = 4
+#: Probes per boundary per round trip before falling back to an even grid.
+MAX_PROBES = 24
+#: Shortest time span over which a local block rate is measured for extrapolation.
+RATE_SPAN_MIN_S = 3600
+
 
 def day_start_ts(start_date: dt.date, day_idx: int) -> int:
     """Unix time of 00:00:00 UTC on start_date + day_idx days."""
@@ -117,32 +128,96 @@ class BlockClock:
             widths.append(hi - lo)
         return hi
 
-    def _probes(self, target: int, lo: int, hi: int) -> list[int]:
-        """Blocks worth reading to find `target` in (lo, hi): around the interpolated estimate
-        and on an even grid (so each round trip shrinks the bracket at least 8-fold)."""
+    def estimate(self, target: int, lo: int, hi: int) -> int:
+        """Best guess of the first block at or after `target` inside the bracket (lo, hi).
+
+        Extrapolates from `lo` at the block rate measured just below it (a shard's previous day
+        tells it the rate of the days that follow) when `lo` is nearer in time than `hi`;
+        otherwise interpolates between the two.
+        """
         t_lo, t_hi = self.ts(lo), self.ts(hi)
-        est = lo + int((target - t_lo) * (hi - lo) / max(1, t_hi - t_lo))
-        probes = [est + o for o in (-16, -4, -2, -1, 0, 1, 2, 4, 16)]
-        probes += [lo + (hi - lo) * k // 8 for k in range(1, 8)]
+        est = lo + (target - t_lo) * (hi - lo) / max(1, t_hi - t_lo)
+        if target - t_lo < t_hi - target:
+            i = bisect.bisect_left(self._known, lo) - 1
+            while i >= 0 and t_lo - self.cache[self._known[i]] < RATE_SPAN_MIN_S:
+                i -= 1
+            if i >= 0:
+                q = self._known[i]
+                rate = (lo - q) / (t_lo - self.cache[q])
+                est = lo + (target - t_lo) * rate
+        return min(max(int(round(est)), lo + 1), hi)
+
+    def _probes(self, target: int, lo: int, hi: int, est: int | None = None) -> list[int]:
+        """Blocks worth reading to find `target` in (lo, hi): a contiguous window around the
+        estimate (one round trip when the estimate is within a couple of blocks) and a few
+        probes at growing distances on both sides (a bracket at most 4x the miss otherwise)."""
+        if est is None:
+            est = self.estimate(target, lo, hi)
+        probes = list(range(est - WINDOW, est + WINDOW + 1))
+        step = 2 * WINDOW + 1
+        while step < hi - lo:
+            probes += [est - step, est + step]
+            step *= STEP_FACTOR
+        if len(probes) > MAX_PROBES:  # a wide bracket with a poor estimate: a grid as well
+            probes = probes[: 2 * WINDOW + 1] + [lo + (hi - lo) * k // 8 for k in range(1, 8)]
         return [p for p in probes if lo < p < hi]
 
     def _batched_search(self, target: int, lo: int, hi: int) -> int:
         """One JSON-RPC batch per round trip until the bracket is tight."""
-        while hi - lo > 1:
-            self.prefetch(self._probes(target, lo, hi))
-            lo, hi = self._bracket(target, lo, hi)
-        return hi
+        return self._search_many({target: (lo, hi)}, {})[target]
+
+    def _search_many(
+        self, brackets: dict[int, tuple[int, int]], first_guess: dict[int, int]
+    ) -> dict[int, int]:
+        """Resolve several targets together, one batch per round for all of them.
+
+        `brackets` maps target -> (lo, hi) with ts(lo) < target <= ts(hi); `first_guess` may
+        give the first round's estimate for a target. Returns target -> first block.
+        """
+        found: dict[int, int] = {}
+        guess = dict(first_guess)
+        while True:
+            probes: list[int] = []
+            for target, (lo, hi) in list(brackets.items()):
+                lo, hi = self._bracket(target, lo, hi)
+                if hi - lo <= 1:
+                    found[target] = hi
+                    del brackets[target]
+                    continue
+                brackets[target] = (lo, hi)
+                if hi - lo - 1 <= FILL_MAX:  # a narrow bracket: read all of it at once
+                    probes += range(lo + 1, hi)
+                else:
+                    probes += self._probes(target, lo, hi, guess.pop(target, None))
+            if not brackets:
+                return found
+            self.prefetch(probes)
 
     def day_range(self, start_ts: int, end_ts: int, lo: int, hi: int) -> tuple[int, int]:
         """Blocks [first, last] with start_ts <= ts < end_ts in [lo, hi]; empty if last < first."""
-        if self._get_many is not None and lo < hi and self.ts(lo) < start_ts <= self.ts(hi):
-            # Both boundaries' first probes in one round trip.
-            a, b = self._bracket(start_ts, lo, hi)
-            c, d = self._bracket(end_ts, lo, hi)
-            probes = self._probes(start_ts, a, b)
-            if self.ts(d) >= end_ts:
-                probes += self._probes(end_ts, c, d)
-            self.prefetch(probes)
-        first = self.first_at_or_after(start_ts, lo, hi)
-        nxt = self.first_at_or_after(end_ts, first, hi) if first <= hi else first
-        return first, nxt - 1
+        if self._get_many is None or lo >= hi:
+            first = self.first_at_or_after(start_ts, lo, hi)
+            nxt = self.first_at_or_after(end_ts, first, hi) if first <= hi else first
+            return first, nxt - 1
+        # Both boundaries searched together (one round trip per round); the end's first guess
+        # is the start's guess plus a day at the same block rate.
+        found: dict[int, int] = {}
+        brackets: dict[int, tuple[int, int]] = {}
+        for target in (start_ts, end_ts):
+            if self.ts(hi) < target:
+                found[target] = hi + 1
+            elif self.ts(lo) >= target:
+                found[target] = lo
+            else:
+                brackets[target] = self._bracket(target, lo, hi)
+        guess: dict[int, int] = {}
+        if start_ts in brackets:
+            a, b = brackets[start_ts]
+            est = guess[start_ts] = self.estimate(start_ts, a, b)
+            if end_ts in brackets and est > a + 1:
+                c, d = brackets[end_ts]
+                rate = (est - a) / max(1, start_ts - self.ts(a))
+                end_est = int(round(est + (end_ts - start_ts) * rate))
+                guess[end_ts] = min(max(end_est, c + 1), d)
+        found.update(self._search_many(brackets, guess))
+        return found[start_ts], found[end_ts] - 1
