@@ -100,6 +100,7 @@ class Loader:
         self._heartbeats: dict[str, list[Any]] = {}
         self._cond = threading.Condition()
         self._stop = False
+        self._soon = False  # flush without waiting for the timer or the row threshold
         self._thread = threading.Thread(target=self._run, name="loader", daemon=True)
         self.rows_written: dict[str, int] = defaultdict(int)
         self.checkpoints_written = 0
@@ -149,6 +150,12 @@ class Loader:
         with self._cond:
             self._heartbeats[worker_id] = row
 
+    def flush_soon(self) -> None:
+        """Write what is pending now (e.g. a worker finished: its last checkpoints are waiting)."""
+        with self._cond:
+            self._soon = True
+            self._cond.notify_all()
+
     # ---- writer -------------------------------------------------------------------------------
     def start(self) -> None:
         self._thread.start()
@@ -169,11 +176,16 @@ class Loader:
         while True:
             with self._cond:
                 deadline = time.monotonic() + self.flush_interval_s
-                while not self._stop and self._pending.total_rows() < self.flush_rows:
+                while (
+                    not self._stop
+                    and not self._soon
+                    and self._pending.total_rows() < self.flush_rows
+                ):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
+                self._soon = False
                 batch, self._pending = self._pending, _Pending()
                 stopping = self._stop
                 self._cond.notify_all()

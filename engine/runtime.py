@@ -39,6 +39,9 @@ from engine.supervisor import Shard, Supervisor
 
 log = logging.getLogger("engine")
 
+#: Longest pause of the monitor between two ticks (it also wakes on worker events).
+MONITOR_TICK_S = 0.5
+
 
 def chain_label_for(urls: list[str]) -> str:
     hosts = []
@@ -93,6 +96,8 @@ class Engine:
         self.rate_samples: deque[tuple[float, int]] = deque(maxlen=600)
         self.rate_history: deque[float] = deque(maxlen=120)
         self._stop = threading.Event()
+        # Wakes the monitor early: a worker finished, or checkpoints were written.
+        self._wake = threading.Event()
         self._monitor: threading.Thread | None = None
         self._busy: dict[str, threading.Thread] = {}
         self.exit_reason = ""
@@ -221,6 +226,7 @@ class Engine:
     def stop(self, reason: str = "stop") -> None:
         """Stop workers gracefully, flush the loader, release everything. Idempotent."""
         self._stop.set()
+        self._wake.set()
         if self.supervisor is not None:
             self.supervisor.stop_all(reason)
         if self._monitor is not None and self._monitor is not threading.current_thread():
@@ -293,6 +299,10 @@ class Engine:
         elif t == "rpc":
             with self.lock:
                 self.rpc_by_shard[sh.shard] = list(msg.get("health") or [])
+        elif t == "done":
+            # Its last checkpoints should not wait for the loader's timer.
+            loader.flush_soon()
+            self._wake.set()
 
     def _on_checkpoint(self, day: int) -> None:
         with self.lock:
@@ -301,6 +311,7 @@ class Engine:
             self.failed.pop(day, None)
             shard = day % self.shards
             self.completed_by_shard[shard] = self.completed_by_shard.get(shard, 0) + 1
+        self._wake.set()
 
     def _record_error(self, kind: str, message: str, shard: int | None, count: int = 1) -> None:
         with self.lock:
@@ -321,7 +332,11 @@ class Engine:
     def _monitor_loop(self) -> None:
         assert self.supervisor is not None and self.loader is not None
         last_sample = 0.0
-        while not self._stop.wait(0.5):
+        while True:
+            self._wake.wait(MONITOR_TICK_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
             try:
                 self.supervisor.tick()
             except Exception as exc:  # never let the monitor die
@@ -636,6 +651,7 @@ class Engine:
             self.supervisor.stop_all("abort")
             self.notice("abort: workers stopped, flushing rows and checkpoints")
             self._stop.set()
+            self._wake.set()
             self.loader.close()
             self.state = "stopped"
             self.notice("abort: done; a rerun resumes from checkpoints")
