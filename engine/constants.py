@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from eth_hash.auto import keccak
-
 SIGNATURES: dict[str, str] = {
     "Transfer": "Transfer(address,address,uint256)",
     "TransferSingle": "TransferSingle(address,address,address,uint256,uint256)",
@@ -32,6 +30,8 @@ SECONDS_PER_DAY = 86_400
 
 def topic_of(signature: str) -> str:
     """keccak256 of an event signature as a 0x-prefixed lowercase hex string."""
+    from eth_hash.auto import keccak  # imported here: workers never need it (~15 ms each)
+
     return "0x" + keccak(signature.encode()).hex()
 
 

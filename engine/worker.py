@@ -10,6 +10,7 @@ current chunk, or after its last day.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime as dt
 import json
 import logging
@@ -27,12 +28,11 @@ from engine.constants import (
     TRANSFER_BATCH_TOPIC,
     TRANSFER_SINGLE_TOPIC,
     TRANSFER_TOPIC,
-    check_topics,
 )
 from engine.days import BlockClock, day_start_ts
 from engine.decode import DecodeFilter, decode_logs
 from engine.masking import mask_secrets
-from engine.protocol import encode, encode_rows
+from engine.protocol import PARENT_PID_ENV, encode, encode_rows
 from engine.rpc import RangeFailed, RpcError, RpcPool
 
 log = logging.getLogger("worker")
@@ -41,6 +41,7 @@ HEARTBEAT_EVERY_S = 2.0
 RPC_HEALTH_EVERY_S = 5.0
 FINALITY_POLL_S = 10.0
 FAILED_DAY_RETRY_S = 30.0
+PR_SET_PDEATHSIG = 1
 
 
 def topic_for_address(addr: str) -> str:
@@ -257,7 +258,7 @@ class Worker:
         return True
 
     def run(self) -> int:
-        check_topics()
+        # topic0 values were checked against keccak by the console at its start-up.
         todo = list(self.plan["days"])
         log.info("shard %d/%d: %d day(s) to do", self.shard, self.shards, len(todo))
         self.send({"t": "hello", "shard": self.shard, "pid": os.getpid(), "days": len(todo)})
@@ -305,8 +306,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when the console dies; exit now if it already has.
+
+    Stdin EOF ends the worker too; this also covers a console whose pipes outlive it.
+    """
+    parent = os.environ.get(PARENT_PID_ENV)
+    if not parent:
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+    if os.getppid() != int(parent):  # the console died before prctl took effect
+        os._exit(3)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    die_with_parent()
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.INFO,
