@@ -6,14 +6,14 @@
 2. End to end: the real Engine (worker processes -> loader -> embedded chdb) backfills every day
    into a fresh store; timed from start() until every day is COMPLETE (rebuild not included).
 3. Raw: the same eth_getLogs queries over the same day ranges, with the same number of processes,
-   plain HTTP + json.loads, no decoding, no store.
+   the same lean HTTP client the workers use (engine.http_transport) + orjson.loads, no decoding,
+   no store: the node's deliverable rate with the least client work.
 Prints both rates and their ratio (target >= 0.7).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import shutil
 import sys
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
+import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -35,6 +35,7 @@ from engine.constants import (  # noqa: E402
     TRANSFER_TOPIC,
 )
 from engine.devchain import DevchainSpec, start_devchain  # noqa: E402
+from engine.http_transport import HttpConnection  # noqa: E402
 from engine.runtime import Engine  # noqa: E402
 from engine.worker import topic_for_address  # noqa: E402
 
@@ -80,7 +81,7 @@ def end_to_end(config: Path) -> tuple[int, float, dict[int, tuple[int, int]]]:
 
 def _raw_worker(args: tuple) -> int:
     url, chunks, tokens, cps, others = args
-    session = requests.Session()
+    conn = HttpConnection(url, 10.0, 60.0)
     events = [TRANSFER_SINGLE_TOPIC, TRANSFER_BATCH_TOPIC, CONDITION_RESOLUTION_TOPIC]
     events.append(TOKEN_REGISTERED_TOPIC)
     queries = [
@@ -99,7 +100,7 @@ def _raw_worker(args: tuple) -> int:
                     {"fromBlock": hex(lo), "toBlock": hex(hi), "address": address, "topics": topics}
                 ],
             }
-            n += len(json.loads(session.post(url, json=body, timeout=60).content)["result"])
+            n += len(orjson.loads(conn.post(orjson.dumps(body)).body)["result"])
     return n
 
 
