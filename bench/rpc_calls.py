@@ -5,12 +5,13 @@ A local anvil chain gets a synthetic week of 7,200-block "days" with very differ
 dense one (a contract emitting 50 logs per call) and a sparse one (one log per call). A fault proxy
 in front of it enforces a provider cap (default 2,000 blocks / 10,000 results, Infura-style
 messages with a suggested range); an ``RpcPool`` (max_block_range 2,000, as configured by default)
-fetches every day the way ``engine.worker`` does (chunks of ``pool.current_range``, one
-``get_logs`` per filter per chunk). Every day's logs are checked against a direct, uncapped call.
+fetches every day the way ``engine.worker`` does (one ``iter_logs`` pass over the day per filter,
+sub-ranges adapting to the cap). Every day's logs are checked against a direct, uncapped call.
 
 The minimum for a day is the greedy cover of its blocks by ranges that satisfy the cap (optimal
 for interval covering), per filter. Printed: requests per day, minimum, ratio (target <= 1.2).
-Also printed: logs/s through the pool vs plain JSON-RPC POSTs of the same ranges (no proxy).
+Also printed: logs/s through the pool vs plain JSON-RPC POSTs of the same ranges (no proxy, the
+same lean HTTP client, no retry or range logic).
 
     .venv/bin/python bench/rpc_calls.py [--days 7] [--styles infura,alchemy,too_wide] [--seed 3]
 """
@@ -18,7 +19,6 @@ Also printed: logs/s through the pool vs plain JSON-RPC POSTs of the same ranges
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import sys
@@ -26,10 +26,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import requests
+import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from engine.http_transport import HttpConnection  # noqa: E402
 from engine.rpc import RpcPool  # noqa: E402
 from tests.fault_proxy import (  # noqa: E402
     EMITTER_A,
@@ -105,8 +106,8 @@ def min_calls(counts: Counter, first: int, last: int, max_range: int, max_result
     return calls
 
 
-def fetch_day_iter(pool: RpcPool, first: int, last: int, filters: list) -> list[list]:
-    """One iter_logs pass over the whole day per filter."""
+def fetch_day(pool: RpcPool, first: int, last: int, filters: list) -> list[list]:
+    """engine.worker's loop: one iter_logs pass over the whole day per filter."""
     out: list[list] = [[] for _ in filters]
     for i, (address, topics) in enumerate(filters):
         for _lo, _hi, logs in pool.iter_logs(first, last, address, topics):
@@ -114,21 +115,9 @@ def fetch_day_iter(pool: RpcPool, first: int, last: int, filters: list) -> list[
     return out
 
 
-def fetch_day_like_worker(pool: RpcPool, first: int, last: int, filters: list) -> list[list]:
-    """The worker's loop: chunks of pool.current_range, one get_logs per filter per chunk."""
-    out: list[list] = [[] for _ in filters]
-    pos = first
-    while pos <= last:
-        hi = min(last, pos + max(1, pool.current_range) - 1)
-        for i, (address, topics) in enumerate(filters):
-            out[i] += pool.get_logs(pos, hi, address, topics)
-        pos = hi + 1
-    return out
-
-
 def raw_speed(url: str, first: int, last: int, step: int, address: list[str]) -> float:
     """Logs/s of plain JSON-RPC POSTs over [first, last] in ``step``-block calls."""
-    s = requests.Session()
+    conn = HttpConnection(url, 10.0, 60.0)
     n, t0 = 0, time.perf_counter()
     for lo in range(first, last + 1, step):
         hi = min(last, lo + step - 1)
@@ -138,7 +127,7 @@ def raw_speed(url: str, first: int, last: int, step: int, address: list[str]) ->
             "method": "eth_getLogs",
             "params": [{"fromBlock": hex(lo), "toBlock": hex(hi), "address": address}],
         }
-        n += len(json.loads(s.post(url, json=body, timeout=60).content)["result"])
+        n += len(orjson.loads(conn.post(orjson.dumps(body)).body)["result"])
     return n / (time.perf_counter() - t0)
 
 
@@ -152,11 +141,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--bursty", action="store_true", help="120-block x8 bursts (harsh)")
     ap.add_argument("--bursts", type=int, default=3, help="bursts per day (0: smooth days)")
-    ap.add_argument(
-        "--mode",
-        default="iter,worker",
-        help="iter: iter_logs over each day per filter; worker: engine.worker's chunk loop",
-    )
     args = ap.parse_args(argv)
 
     t0 = time.monotonic()
@@ -188,43 +172,41 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         summary = []
-        for mode in args.mode.split(","):
-            fetch = fetch_day_iter if mode == "iter" else fetch_day_like_worker
-            for style in args.styles.split(","):
-                cfg = FaultConfig(
-                    cap_max_range=args.cap_range,
-                    cap_max_results=args.cap_results,
-                    cap_style=style,
+        for style in args.styles.split(","):
+            cfg = FaultConfig(
+                cap_max_range=args.cap_range,
+                cap_max_results=args.cap_results,
+                cap_style=style,
+            )
+            with FaultProxy(node.url, cfg) as proxy:
+                pool = RpcPool(
+                    [proxy.url], requests_per_second=0, max_block_range=args.max_block_range
                 )
-                with FaultProxy(node.url, cfg) as proxy:
-                    pool = RpcPool(
-                        [proxy.url], requests_per_second=0, max_block_range=args.max_block_range
-                    )
-                    print(f"mode {mode}, style {style}:")
-                    print("  day   dense logs  sparse   min calls  our calls  rejected  ratio")
-                    tot_ours = tot_min = tot_rej = 0
-                    for d, first, last in days:
-                        before = proxy.counts["eth_getLogs"]
-                        rej_before = sum(1 for r in proxy.records if r.status == "cap")
-                        got = fetch(pool, first, last, filters)
-                        for i in range(len(filters)):
-                            if got[i] != truth[(d, i)]:
-                                raise SystemExit(f"day {d} filter {i}: logs differ from direct")
-                        ours = proxy.counts["eth_getLogs"] - before
-                        rej = sum(1 for r in proxy.records if r.status == "cap") - rej_before
-                        tot_ours += ours
-                        tot_min += minimum[d]
-                        tot_rej += rej
-                        print(
-                            f"  {d:>3}  {len(truth[(d, 0)]):>11,}  {len(truth[(d, 1)]):>6}  "
-                            f"{minimum[d]:>9}  {ours:>9}  {rej:>8}  {ours / minimum[d]:5.2f}"
-                        )
-                    ratio = tot_ours / tot_min
+                print(f"style {style}:")
+                print("  day   dense logs  sparse   min calls  our calls  rejected  ratio")
+                tot_ours = tot_min = tot_rej = 0
+                for d, first, last in days:
+                    before = proxy.counts["eth_getLogs"]
+                    rej_before = sum(1 for r in proxy.records if r.status == "cap")
+                    got = fetch_day(pool, first, last, filters)
+                    for i in range(len(filters)):
+                        if got[i] != truth[(d, i)]:
+                            raise SystemExit(f"day {d} filter {i}: logs differ from direct")
+                    ours = proxy.counts["eth_getLogs"] - before
+                    rej = sum(1 for r in proxy.records if r.status == "cap") - rej_before
+                    tot_ours += ours
+                    tot_min += minimum[d]
+                    tot_rej += rej
                     print(
-                        f"  all  {'':>11}  {'':>6}  {tot_min:>9}  {tot_ours:>9}  {tot_rej:>8}  "
-                        f"{ratio:5.2f}\n"
+                        f"  {d:>3}  {len(truth[(d, 0)]):>11,}  {len(truth[(d, 1)]):>6}  "
+                        f"{minimum[d]:>9}  {ours:>9}  {rej:>8}  {ours / minimum[d]:5.2f}"
                     )
-                    summary.append((f"{mode}/{style}", tot_min, tot_ours, ratio))
+                ratio = tot_ours / tot_min
+                print(
+                    f"  all  {'':>11}  {'':>6}  {tot_min:>9}  {tot_ours:>9}  {tot_rej:>8}  "
+                    f"{ratio:5.2f}\n"
+                )
+                summary.append((style, tot_min, tot_ours, ratio))
 
         print("summary (requests incl. rejected ones / minimum possible; target <= 1.2):")
         for style, mn, ours, ratio in summary:
