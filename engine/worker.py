@@ -41,6 +41,7 @@ HEARTBEAT_EVERY_S = 2.0
 RPC_HEALTH_EVERY_S = 5.0
 FINALITY_POLL_S = 10.0
 FAILED_DAY_RETRY_S = 30.0
+CHUNK_HEARTBEAT_S = 0.5
 PR_SET_PDEATHSIG = 1
 
 
@@ -85,6 +86,7 @@ class Worker:
         # What the heartbeat reports.
         self.state: dict[str, Any] = {"day": -1, "from": 0, "to": 0, "rows": 0, "phase": "start"}
         self.last_alive = time.monotonic()
+        self.last_chunk_hb = 0.0
         self.safe_head = -1
 
     # ---- output -------------------------------------------------------------------------------
@@ -231,11 +233,16 @@ class Worker:
                     if rows:
                         counts[table] += len(rows)
                         parts.append(encode_rows(day, table, rows))
-                if parts:
-                    self._write(b"".join(parts))
                 skipped.update(decoded.skipped)
                 self.alive(rows=sum(counts.values()), **{"from": lo, "to": hi})
-                self.heartbeat()
+                # Progress rides along with the rows, at most every CHUNK_HEARTBEAT_S (each
+                # message wakes a console thread; the heartbeat thread covers quiet times).
+                now = time.monotonic()
+                if now - self.last_chunk_hb >= CHUNK_HEARTBEAT_S:
+                    self.last_chunk_hb = now
+                    parts.append(encode({"t": "hb", **self.state, "note": ""}))
+                if parts:
+                    self._write(b"".join(parts))
                 self.wait_if_paused()
                 if self.stop.is_set():
                     return False
