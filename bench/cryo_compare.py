@@ -1,17 +1,19 @@
 """Benchmark: our end-to-end backfill vs cryo (Rust, PyPI `cryo`) on the same devchain logs.
 
     .venv/bin/pip install '.[bench]'      # cryo==0.3.2 + polars (optional extra)
-    .venv/bin/python bench/cryo_compare.py [--days 1048] [--shards 8]
+    .venv/bin/python bench/cryo_compare.py [--days 1048] [--shards 8] [--repeat 3]
 
 cryo fetches the logs of the configured contracts into an in-memory DataFrame (no store, no
 decoding, no counterparty filter; that is less work than ours). We run the real Engine into a
-fresh embedded ClickHouse. Both against the same anvil node; rows/s printed side by side.
+fresh embedded ClickHouse. Both against the same anvil node, cryo first in each run (so nothing
+of ours is still busy), a fresh store for every run; medians of the runs printed side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -49,6 +51,7 @@ def main() -> int:
     p.add_argument("--days", type=int, default=1048)
     p.add_argument("--shards", type=int, default=8)
     p.add_argument("--state-dir", default=str(ROOT / "data" / "devchain"))
+    p.add_argument("--repeat", type=int, default=3, help="runs of each measurement (median)")
     args = p.parse_args()
     try:
         import cryo  # noqa: F401
@@ -56,19 +59,29 @@ def main() -> int:
         print("cryo is not installed: .venv/bin/pip install '.[bench]' (cryo==0.3.2, polars)")
         return 0
     work = Path(tempfile.mkdtemp(prefix="bench-cryo-"))
+    state_dir = Path(args.state_dir)
     try:
-        base = write_config(
-            work, args.days, args.shards, "http://127.0.0.1:1", Path(args.state_dir)
-        )
+        base = write_config(work, args.days, args.shards, "http://127.0.0.1:1", state_dir)
         cfg0 = load_config(base)
         spec = DevchainSpec.from_config(cfg0)
-        with start_devchain(spec, Path(args.state_dir), log=print) as chain:
-            config = write_config(work, args.days, args.shards, chain.url, Path(args.state_dir))
-            rows, e2e_s, _ = end_to_end(config)
-            c = cfg0.contracts
-            addresses = sorted(set(c.erc20_tokens) | set(c.erc1155) | set(c.exchanges))
-            c_rows, c_s = cryo_rate(chain.url, chain.head_block, addresses, 2000)
-        print(f"days {args.days}, shards {args.shards}")
+        c = cfg0.contracts
+        addresses = sorted(set(c.erc20_tokens) | set(c.erc1155) | set(c.exchanges))
+        ours_s: list[float] = []
+        cryo_s: list[float] = []
+        with start_devchain(spec, state_dir, log=print) as chain:
+            for k in range(args.repeat):
+                c_rows, c_s = cryo_rate(chain.url, chain.head_block, addresses, 2000)
+                time.sleep(1.0)
+                run_dir = work / f"run{k}"
+                run_dir.mkdir()
+                config = write_config(run_dir, args.days, args.shards, chain.url, state_dir)
+                rows, e2e_s, _ = end_to_end(config)
+                time.sleep(1.0)
+                ours_s.append(e2e_s)
+                cryo_s.append(c_s)
+                print(f"run {k + 1}: ours {e2e_s:.2f}s, cryo {c_s:.2f}s")
+        e2e_s, c_s = statistics.median(ours_s), statistics.median(cryo_s)
+        print(f"days {args.days}, shards {args.shards}, medians of {args.repeat} run(s)")
         print(
             f"ours (end to end, into ClickHouse): {rows:>9,} rows in {e2e_s:6.2f}s = "
             f"{rows / e2e_s:>9,.0f} rows/s"
