@@ -8,6 +8,7 @@ and every tick also scans the process table for strays.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -38,6 +39,21 @@ from engine.status import (
 )
 
 log = logging.getLogger("supervisor")
+
+#: Worker stdout pipe capacity and the console's read buffer on it.
+PIPE_BYTES = 1 << 20
+READ_BUFFER_BYTES = 1 << 16
+
+
+def _widen_pipe(proc: subprocess.Popen) -> None:
+    """Give the worker's stdout pipe room for several rows messages (64 KiB by default), so a
+    worker rarely blocks on a console that is busy inserting (Linux only; best effort)."""
+    if proc.stdout is None or not hasattr(fcntl, "F_SETPIPE_SZ"):
+        return
+    try:
+        fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:
+        pass  # above /proc/sys/fs/pipe-max-size for an unprivileged user: keep the default
 
 
 @dataclass
@@ -170,7 +186,9 @@ class Supervisor:
             stderr=sh.log_file,
             env=env,
             cwd=str(Path(__file__).resolve().parent.parent),
+            bufsize=READ_BUFFER_BYTES,
         )
+        _widen_pipe(proc)
         sh.proc = proc
         self._spawned.append(proc)
         sh.pid = proc.pid
