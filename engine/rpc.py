@@ -13,7 +13,8 @@ second retry layer exists):
   every URL is backing off. Attempts per request are bounded by ``max_attempts`` (tenacity
   ``Retrying``). A URL failing ``cooldown_after`` times in a row cools down for ``cooldown_s``
   (it is skipped while another URL is usable) and then comes back.
-- **Budget**: a token bucket per URL at ``requests_per_second`` (this process's share).
+- **Budget**: a token bucket per URL at ``requests_per_second`` (this process's share); each call
+  of a JSON-RPC batch takes a token, as providers count them.
 - **Adaptive eth_getLogs ranges**, per URL (providers differ) and per filter (densities differ):
   start at ``max_block_range``; when a provider says the range or result set is too big, use its
   suggested range (always a sub-range starting at the requested ``fromBlock``; the rest follows
@@ -484,7 +485,7 @@ class RpcPool:
         With ``batch``, ``params`` is a list of params lists sent as one JSON-RPC batch; the
         result is the list of results in the same order (any failed element fails the attempt).
         """
-        ep.bucket.acquire()
+        ep.bucket.acquire(len(params) if batch else 1)  # providers count every call of a batch
         req_id = next(self._ids)
         if batch:
             ids = [next(self._ids) for _ in params]
