@@ -22,10 +22,19 @@ COLUMNS = (
     ("rows", "rows"),
     ("days", "days"),
     ("restarts", "rst"),
-    ("error", "last error"),
+    ("error", "doing · last error"),
 )
 ERROR_WIDTH = 60
 QUIET_PHASES = ("", "fetch")
+# What a worker's phase (from its heartbeat) means, in the operator's words.
+PHASE_LABELS = {
+    "start": "starting",
+    "range": "finding the day's blocks",
+    "retry": "retrying",
+    "retry_wait": "waiting to retry the day",
+    "wait_final": "waiting for final blocks",
+    "paused": "paused",
+}
 FRESH_HEARTBEAT_S = 60.0
 
 
@@ -49,7 +58,8 @@ def worker_cells(w: WorkerStatus, stall_after_s: float) -> dict[str, object]:
     # heartbeat before the error does.
     note = Text(no_wrap=True)
     if w.phase not in QUIET_PHASES:
-        note.append(f"[{w.phase}] ", style=WARN if w.phase == "retry" else MUTED)
+        label = PHASE_LABELS.get(w.phase, w.phase)
+        note.append(f"[{label}] ", style=WARN if w.phase == "retry" else MUTED)
     note.append(fmt.clip(w.last_error, ERROR_WIDTH), style="red")
     planned = (
         f"{w.days_done}/{w.days_planned}"
