@@ -562,3 +562,22 @@ def test_boundaries_engine_never_imports_textual_console_has_no_sql():
         text = path.read_text()
         for word in ("SELECT ", "INSERT ", "OPTIMIZE TABLE", "subprocess", "psutil", "os.kill"):
             assert word not in text, f"{path}: {word}"
+
+
+@sync
+async def test_workers_columns_widen_when_their_text_grows():
+    """Day 9 -> 10 done of 131: the days cell reads 10/131, never a clipped 10/13."""
+    workers = [replace(w, days_done=9, days_planned=131, day=99) for w in sample_status().workers]
+    engine = FakeEngine(status=sample_status(workers=workers))
+    app = make_app(engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert "9/131" in panel_text(app, "#workers")
+        grown = [replace(w, days_done=10, day=100) for w in workers]
+        grown[0] = replace(grown[0], days_done=100)
+        engine.state = replace(engine.state, workers=grown)
+        app.poll_now("status")
+        await settle(pilot)
+        text = panel_text(app, "#workers")
+    assert "100/131" in text and "10/131" in text
+    assert " 100 " in text  # the day column too

@@ -51,6 +51,10 @@ def heartbeat_cell(age_s: float | None, stall_after_s: float) -> Text:
     return Text(fmt.age(age_s), style=style, justify="right")
 
 
+def _width(value: object) -> int:
+    return value.cell_len if isinstance(value, Text) else len(str(value))
+
+
 def worker_cells(w: WorkerStatus, stall_after_s: float) -> dict[str, object]:
     """The row of one worker, by column key."""
     day = Text("-" if w.day is None else str(w.day), justify="right")
@@ -126,8 +130,14 @@ class WorkersPanel(Panel):
                 added = True
             else:
                 for key, value in cells.items():
-                    if old.get(key) != value:
-                        table.update_cell(str(w.shard), key, value, update_width=key == "error")
+                    prev = old.get(key)
+                    if prev != value:
+                        # Widen a column when its text grows (day 99 -> 100, 9/131 -> 10/131);
+                        # the last column also shrinks back when an error clears.
+                        grows = _width(value) > _width(prev)
+                        table.update_cell(
+                            str(w.shard), key, value, update_width=grows or key == "error"
+                        )
             self._cells[w.shard] = cells
         for shard in [s for s in self._cells if s not in seen]:
             table.remove_row(str(shard))
