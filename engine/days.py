@@ -1,8 +1,8 @@
 """UTC day arithmetic and day -> block range search over block timestamps.
 
 Day d covers blocks whose timestamp lies in [start + d days, start + d + 1 days) UTC. The first
-block at or after a time is found by an interpolation-guided binary search (a few calls on a chain
-with a steady block time, at most twice the probes of a plain bisection), memoising timestamps.
+block at or after a time is found by a rate-guided search (a few calls on a chain with a steady
+block time; a bracket that stops halving is bisected), memoising timestamps.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ FILL_MAX = 32
 STEP_FACTOR = 4
 #: Probes per boundary per round trip before falling back to an even grid.
 MAX_PROBES = 24
+#: Fewest blocks over which the search re-measures the block rate it steps at.
+RATE_BLOCKS_MIN = 4
 #: Shortest time span over which a local block rate is measured for extrapolation.
 RATE_SPAN_MIN_S = 3600
 
@@ -55,6 +57,9 @@ class BlockClock:
         self.cache: dict[int, int] = {}
         self._known: list[int] = []  # sorted cached block numbers
         self.calls = 0
+        self.day_rate: float | None = None  # blocks per second over the days found so far
+        self._rate_blocks = 0
+        self._rate_seconds = 0
 
     def prefetch(self, blocks: list[int]) -> None:
         """Fetch the timestamps of several uncached blocks in one call (when batching is on)."""
@@ -95,10 +100,13 @@ class BlockClock:
     def first_at_or_after(self, target: int, lo: int, hi: int) -> int:
         """Smallest block in [lo, hi] with timestamp >= target; hi + 1 when there is none.
 
-        Timestamps are non-decreasing in block number. Each probe is an interpolation inside
-        the current bracket; when a probe moved only one end, the next probe overshoots past the
-        estimate by the same distance so the other end moves too (a tight bracket in a few calls
-        on a chain with a steady block time), and a bracket that stops halving is bisected.
+        Timestamps are non-decreasing in block number. Once a day has been found, each probe
+        steps from the bracket end nearer in time at the block rate of the days found so far and
+        aims just past the estimated boundary, on the side that has not moved yet; a miss on the
+        same side doubles that margin (galloping), so a good estimate costs two calls and a poor
+        one a few more. Before that, each probe interpolates inside the bracket and overshoots
+        the estimate by the same distance so the other end moves too. A bracket that stops
+        halving is bisected.
         """
         if lo > hi or self.ts(hi) < target:
             return hi + 1
@@ -108,12 +116,23 @@ class BlockClock:
         if self._get_many is not None:
             return self._batched_search(target, lo, hi)
         last_side = 0
+        margin = 0
+        rate = self.day_rate
+        patience = 5 if rate is not None else 3  # probes over which the bracket must halve
         widths = [hi - lo]
         while hi - lo > 1:
             t_lo, t_hi = self.ts(lo), self.ts(hi)
             est = lo + (target - t_lo) * (hi - lo) / max(1, t_hi - t_lo)
-            if len(widths) >= 3 and widths[-1] > widths[-3] / 2:
-                probe = (lo + hi) // 2  # interpolation is not converging: bisect
+            if len(widths) >= patience and widths[-1] > widths[-patience] / 2:
+                probe = (lo + hi) // 2  # the estimates are not converging: bisect
+            elif rate is not None:
+                # (Rounded: a measured rate is never exact, so ceil/floor would be off by one.)
+                if target - t_lo <= t_hi - target:
+                    first = lo + max(1, round((target - t_lo) * rate))
+                else:
+                    first = hi - round((t_hi - target) * rate)
+                # After hi moved, aim below the estimate to move lo; otherwise above it.
+                probe = first - 1 - margin if last_side > 0 else first + margin
             elif last_side < 0:  # lo moved last time: overshoot upwards to move hi
                 probe = int(est) + 1 + max(1, int(est) - lo)
             elif last_side > 0:  # hi moved last time: overshoot downwards to move lo
@@ -121,10 +140,19 @@ class BlockClock:
             else:
                 probe = int(est) + 1
             probe = min(max(probe, lo + 1), hi - 1)
-            if self.ts(probe) >= target:
-                hi, last_side = probe, 1
+            t_probe = self.ts(probe)
+            side = 1 if t_probe >= target else -1
+            moved = hi if side > 0 else lo
+            if rate is not None and abs(probe - moved) >= RATE_BLOCKS_MIN:
+                # Secant step: the rate over the stretch just crossed predicts the next one.
+                rate = abs(probe - moved) / max(1, abs(t_probe - self.cache[moved]))
+            if side > 0:
+                hi = probe
             else:
-                lo, last_side = probe, -1
+                lo = probe
+            # The same end moved again: the estimate is off, widen the step past it.
+            margin = max(1, 2 * margin) if side == last_side else 0
+            last_side = side
             widths.append(hi - lo)
         return hi
 
@@ -198,6 +226,10 @@ class BlockClock:
         if self._get_many is None or lo >= hi:
             first = self.first_at_or_after(start_ts, lo, hi)
             nxt = self.first_at_or_after(end_ts, first, hi) if first <= hi else first
+            if nxt > first:
+                self._rate_blocks += nxt - first
+                self._rate_seconds += end_ts - start_ts
+                self.day_rate = self._rate_blocks / self._rate_seconds
             return first, nxt - 1
         # Both boundaries searched together (one round trip per round); the end's first guess
         # is the start's guess plus a day at the same block rate.

@@ -85,7 +85,7 @@ class Worker:
             int(k): (int(v[0]), int(v[1])) for k, v in plan.get("ranges", {}).items()
         }
         # Batched day search reads ~35 blocks a day in ~1.5 round trips; one call at a time reads
-        # ~15 but waits for each. Under a tight request budget (each call of a batch counts)
+        # ~6.5 but waits for each. Under a tight request budget (each call of a batch counts)
         # the fewest calls win; with room to spare, the fewest round trips.
         batched = float(rpc["requests_per_second"]) >= BATCH_SEARCH_MIN_RPS
         self.clock = BlockClock(
