@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import threading
 import time
 from collections import Counter
@@ -38,6 +39,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+
+from engine.devchain.anvil import WATCHDOG
 
 #: Message styles for the eth_getLogs cap (see cap_message). "infura" and "max_results_retry"
 #: word a block-range violation differently from a result-count one, as those providers do; the
@@ -453,8 +456,12 @@ class AnvilNode:
     def __enter__(self) -> AnvilNode:
         import subprocess
 
+        # Under the devchain's watchdog: the node dies with this process, even on SIGKILL.
         self.proc = subprocess.Popen(
             [
+                sys.executable,
+                "-c",
+                WATCHDOG,
                 str(ANVIL_BIN),
                 "--host",
                 "127.0.0.1",
@@ -467,6 +474,7 @@ class AnvilNode:
                 "300000000",
                 *self.extra_args,
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -488,6 +496,9 @@ class AnvilNode:
                 self.proc.wait(timeout=5)
             except Exception:  # noqa: BLE001
                 self.proc.kill()
+                self.proc.wait()
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()  # EOF: a watchdog still running stops the node
             self.proc = None
 
     def rpc(self, method: str, params: list) -> Any:

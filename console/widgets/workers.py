@@ -29,7 +29,7 @@ QUIET_PHASES = ("", "fetch")
 # What a worker's phase (from its heartbeat) means, in the operator's words.
 PHASE_LABELS = {
     "start": "starting",
-    "range": "finding the day's blocks",
+    "range": "finding blocks",
     "retry": "retrying",
     "retry_wait": "waiting to retry the day",
     "wait_final": "waiting for final blocks",
