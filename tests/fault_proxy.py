@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import threading
 import time
 from collections import Counter
@@ -40,7 +39,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from engine.devchain.anvil import WATCHDOG
+from engine.devchain.anvil import AnvilProcess, spawn_watched
 
 #: Message styles for the eth_getLogs cap (see cap_message). "infura" and "max_results_retry"
 #: word a block-range violation differently from a result-count one, as those providers do; the
@@ -449,56 +448,29 @@ class AnvilNode:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.timestamp = timestamp
-        self.proc: Any = None
+        self.proc: AnvilProcess | None = None
         self._session = requests.Session()
         self._ids = 0
 
     def __enter__(self) -> AnvilNode:
-        import subprocess
-
         # Under the devchain's watchdog: the node dies with this process, even on SIGKILL.
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                WATCHDOG,
-                str(ANVIL_BIN),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--silent",
-                "--timestamp",
-                str(self.timestamp),
-                "--gas-limit",
-                "300000000",
-                *self.extra_args,
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        args = [str(ANVIL_BIN), "--host", "127.0.0.1", "--port", str(self.port), "--silent"]
+        args += ["--timestamp", str(self.timestamp), "--gas-limit", "300000000", *self.extra_args]
+        self.proc = AnvilProcess(spawn_watched(args), self.port, None)
         deadline = time.monotonic() + 20
         while True:
             try:
                 self.rpc("eth_chainId", [])
                 return self
             except requests.RequestException:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
+                if time.monotonic() > deadline or not self.proc.alive():
                     self.__exit__()
                     raise RuntimeError("anvil did not start") from None
                 time.sleep(0.05)
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except Exception:  # noqa: BLE001
-                self.proc.kill()
-                self.proc.wait()
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()  # EOF: a watchdog still running stops the node
+            self.proc.stop(timeout=5)
             self.proc = None
 
     def rpc(self, method: str, params: list) -> Any:

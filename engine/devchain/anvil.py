@@ -161,6 +161,18 @@ sys.exit(p.returncode)
 """
 
 
+def spawn_watched(args: list[str], stdout: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    """Start the command `args` (an anvil) under WATCHDOG, in its own session; stderr joins
+    stdout."""
+    return subprocess.Popen(
+        [sys.executable, "-c", WATCHDOG, *args],
+        stdin=subprocess.PIPE,
+        stdout=stdout,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 class AnvilProcess:
     """A running anvil node on 127.0.0.1:port (`proc` is its watchdog; see WATCHDOG)."""
 
@@ -230,13 +242,7 @@ def start_anvil(
             args += ["--load-state", str(load_state)]
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", WATCHDOG, *args],
-                stdin=subprocess.PIPE,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            proc = spawn_watched(args, out)
         finally:
             if log_path:
                 out.close()  # type: ignore[union-attr]
