@@ -1,6 +1,8 @@
 """Unit tests for engine.days: UTC days and the day -> block range search."""
 
+import bisect
 import datetime as dt
+import random
 
 from engine.days import BlockClock, day_of_ts, day_start_ts, shard_days
 
@@ -53,8 +55,6 @@ def test_no_block_after_target():
 
 def irregular_chain(days: int, seed: int) -> list[int]:
     """~144 blocks a day at random intervals, a quiet day now and then, an empty day or two."""
-    import random
-
     rng = random.Random(seed)
     ts, t = [T0 - 86_400], T0 - 3_600
     while t < T0 + days * 86_400:
@@ -69,56 +69,39 @@ def irregular_chain(days: int, seed: int) -> list[int]:
     return ts
 
 
-def brute_range(ts: list[int], day: int) -> tuple[int, int]:
-    import bisect
-
-    a = bisect.bisect_left(ts, T0 + day * 86_400)
-    b = bisect.bisect_left(ts, T0 + (day + 1) * 86_400)
-    return a, b - 1
+def walk_shard(clock: BlockClock, ts: list[int], days: range) -> float:
+    """Find each day's range as a shard does (each search starts after its previous day), check
+    it against bisect over the whole chain; return the calls per day."""
+    head, lo = len(ts) - 1, 0
+    for d in days:
+        t0 = T0 + d * 86_400
+        first, last = clock.day_range(t0, t0 + 86_400, lo, head)
+        want = bisect.bisect_left(ts, t0), bisect.bisect_left(ts, t0 + 86_400) - 1
+        assert (first, last) == want, d
+        lo = last + 1
+    return clock.calls / len(days)
 
 
 def test_shard_walk_is_exact_and_cheap_one_call_at_a_time():
-    """A shard walks every 8th day (each search starts after its previous day): exact ranges,
-    and stepping at the block rate of the days found costs fewer calls a day than interpolating
-    inside the bracket did (16-17.5 on these chains; bisection over them takes ~22)."""
+    """Exact ranges, and stepping at the block rate of the days found costs fewer calls a day
+    than interpolating inside the bracket did (16-17.5 on these chains; bisection over them
+    takes ~22)."""
     for seed in (1, 2, 3):
         ts = irregular_chain(200, seed)
-        clock = BlockClock(lambda b, ts=ts: ts[b])
-        head = len(ts) - 1
-        lo, days = 0, range(3, 190, 8)
-        for d in days:
-            t0 = T0 + d * 86_400
-            first, last = clock.day_range(t0, t0 + 86_400, lo, head)
-            assert (first, last) == brute_range(ts, d), (seed, d)
-            lo = last + 1
-        # A plain bisection over a few thousand blocks takes ~22 calls a day.
-        assert clock.calls / len(days) <= 13, (seed, clock.calls / len(days))
+        per_day = walk_shard(BlockClock(lambda b, ts=ts: ts[b]), ts, range(3, 190, 8))
+        assert per_day <= 13, (seed, per_day)
 
 
 def test_shard_walk_on_a_chain_with_a_steady_block_time_takes_a_few_calls_a_day():
-    import random
-
     rng = random.Random(5)
     ts, t = [], T0 - 86_400
     while t < T0 + 60 * 86_400:
         ts.append(t)
         t += 2 if rng.random() < 0.99 else 4  # Polygon-like: 2 s, a slow block now and then
-    clock = BlockClock(lambda b: ts[b])
-    head, lo, days = len(ts) - 1, 0, range(1, 58, 8)
-    for d in days:
-        t0 = T0 + d * 86_400
-        first, last = clock.day_range(t0, t0 + 86_400, lo, head)
-        assert (first, last) == brute_range(ts, d), d
-        lo = last + 1
-    assert clock.calls / len(days) <= 8, clock.calls / len(days)
+    per_day = walk_shard(BlockClock(lambda b: ts[b]), ts, range(1, 58, 8))
+    assert per_day <= 8, per_day
 
 
 def test_shard_walk_is_exact_batched():
     ts = irregular_chain(200, 4)
-    clock = BlockClock(lambda b: ts[b], lambda bs: [ts[b] for b in bs])
-    head, lo = len(ts) - 1, 0
-    for d in range(3, 190, 8):
-        t0 = T0 + d * 86_400
-        first, last = clock.day_range(t0, t0 + 86_400, lo, head)
-        assert (first, last) == brute_range(ts, d), d
-        lo = last + 1
+    walk_shard(BlockClock(lambda b: ts[b], lambda bs: [ts[b] for b in bs]), ts, range(3, 190, 8))
