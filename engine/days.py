@@ -57,9 +57,13 @@ class BlockClock:
         self.cache: dict[int, int] = {}
         self._known: list[int] = []  # sorted cached block numbers
         self.calls = 0
-        self.day_rate: float | None = None  # blocks per second over the days found so far
-        self._rate_blocks = 0
+        self._rate_blocks = 0  # blocks and seconds of the days found so far (non-empty ones)
         self._rate_seconds = 0
+
+    @property
+    def day_rate(self) -> float | None:
+        """Blocks per second over the days found so far; None before the first one."""
+        return self._rate_blocks / self._rate_seconds if self._rate_seconds else None
 
     def prefetch(self, blocks: list[int]) -> None:
         """Fetch the timestamps of several uncached blocks in one call (when batching is on)."""
@@ -229,7 +233,6 @@ class BlockClock:
             if nxt > first:
                 self._rate_blocks += nxt - first
                 self._rate_seconds += end_ts - start_ts
-                self.day_rate = self._rate_blocks / self._rate_seconds
             return first, nxt - 1
         # Both boundaries searched together (one round trip per round); the end's first guess
         # is the start's guess plus a day at the same block rate.
