@@ -20,8 +20,9 @@ second retry layer exists):
   suggested range (always a sub-range starting at the requested ``fromBlock``; the rest follows
   in the next request), else the block limit it names, else fall back to the last span that
   worked, else halve. When the provider named a result cap (or one can be inferred: a span that
-  worked before fails now), ranges follow the log density of the latest request (extrapolated
-  when rising) to about 90% of the cap, growing at most 4x per request. Otherwise a soft block
+  worked before fails now), ranges follow a forecast of the log density from the blocks just
+  fetched (``engine.log_density``: since the latest rate shift, with its trend) to about 90% of a
+  named cap (all of an inferred one), growing at most 4x per request. Otherwise a soft block
   limit grows slowly after successes (+10% after 10 in a row, bisecting towards a span that failed;
   doubling when requests come back far emptier than before), never above a limit the provider
   named (or suggested twice) or ``max_block_range``. A sub-range that times out twice is halved;
@@ -48,7 +49,7 @@ import orjson
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
-from engine import rpc_errors
+from engine import log_density, rpc_errors
 from engine.http_transport import HttpConnection, TransportError, TransportTimeout
 from engine.masking import mask_secrets, mask_url
 from engine.rate_limit import TokenBucket
@@ -65,8 +66,6 @@ GROW_AFTER = 10
 GROW_FACTOR = 1.10
 #: Share of a known result cap aimed at per request when sizing ranges by log density.
 RESULT_CAP_TARGET = 0.9
-#: Largest extrapolation of a rising density (next = last x min(this, last / previous)).
-DENSITY_TREND_MAX = 1.5
 #: Largest growth factor of a density-sized range from one request to the next.
 DENSITY_GROWTH_MAX = 4.0
 #: Timeouts of one eth_getLogs sub-range (on any URL) after which its range is halved.
@@ -147,7 +146,6 @@ class _RangeState:
         self.max_ok_span = 0
         self.max_ok_logs = 0
         self.results_est: int | None = None  # result cap inferred when the provider names none
-        self.prev_density: float | None = None  # density of the request before the last
 
 
 class _Endpoint:
@@ -240,6 +238,9 @@ class RpcPool:
         )
         self.total_requests = 0
         self.total_by_method: Counter[str] = Counter()
+        # Per filter: (next block, logs per block of the contiguous stretch fetched before it),
+        # kept while a result cap sizes the ranges (log density is the filter's, not the URL's).
+        self._history: dict[str, tuple[int, list[int]]] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -671,7 +672,7 @@ class RpcPool:
                                     f"{timeouts[0]} times; now {st.range} blocks",
                                 )
                         raise
-                    self._on_logs_success(ep, st, start, end, len(logs), cut=end == stop)
+                    self._on_logs_success(ep, st, key, start, end, logs, cut=end == stop)
                     return end, logs
 
             try:
@@ -775,21 +776,57 @@ class RpcPool:
         ep.suggested_limit = span
         st.block_limit = min(st.block_limit, float(span))
 
+    def _remember_counts(self, key: str, start: int, end: int, logs: list[dict]) -> list[int]:
+        """Append the logs per block of [start, end] to the filter's history; return it."""
+        span = end - start + 1
+        counts = [0] * span
+        try:
+            for lg in logs:
+                i = int(lg["blockNumber"], 16) - start
+                if 0 <= i < span:
+                    counts[i] += 1
+        except (KeyError, TypeError, ValueError):
+            counts = [len(logs) // span] * span  # no usable block numbers: spread evenly
+        nxt, history = self._history.get(key, (None, []))
+        if nxt != start:
+            history = []  # not contiguous (another day): start over
+        history.extend(counts)
+        del history[: -log_density.WINDOW_BLOCKS]
+        self._history[key] = (end + 1, history)
+        return history
+
     def _on_logs_success(
-        self, ep: _Endpoint, st: _RangeState, start: int, end: int, n_logs: int, cut: bool
+        self,
+        ep: _Endpoint,
+        st: _RangeState,
+        key: str,
+        start: int,
+        end: int,
+        logs: list[dict],
+        cut: bool,
     ) -> None:
         """Learn from a successful eth_getLogs; ``cut`` when the asked range ended the request.
 
-        Growth: with a known result cap the range follows the log density (RESULT_CAP_TARGET of
-        the cap per request). Otherwise the soft block limit grows by GROW_FACTOR after
-        GROW_AFTER successes in a row (bisecting towards a span that failed before, if any), or
-        doubles at once when a request returned under a quarter of the most logs a request has
-        returned so far (the dense stretch that forced the split is over).
+        Growth: with a known result cap the range follows the log density forecast from the
+        blocks just fetched (engine.log_density), aiming at RESULT_CAP_TARGET of the cap.
+        Otherwise the soft block limit grows by GROW_FACTOR after GROW_AFTER successes in a row
+        (bisecting towards a span that failed before, if any), or doubles at once when a request
+        returned under a quarter of the most logs a request has returned so far (the dense
+        stretch that forced the split is over).
         """
         span = end - start + 1
+        n_logs = len(logs)
         with self._lock:
             self._last_range_ep = ep
             st.streak += 1
+            cap = ep.results_cap
+            if cap is None and st.results_est is not None:
+                cap = max(st.results_est, st.max_ok_logs, n_logs)
+            history = None
+            if cap is not None:
+                history = self._remember_counts(key, start, end, logs)
+            else:
+                self._history.pop(key, None)
             d = n_logs / span
             st.density = d if st.density is None else 0.5 * st.density + 0.5 * d
             if st.pending_suggestion == span and ep.results_cap is not None:
@@ -820,17 +857,16 @@ class RpcPool:
                     st.streak = 0
             st.max_ok_logs = max(st.max_ok_logs, n_logs)
             limit = int(min(st.block_limit, ep.range_cap, st.ceiling))
-            dens = d  # the nearest stretch predicts the next one best (EWMA lags bursts)
-            if st.prev_density and d > st.prev_density:
-                # Rising density: expect it to keep rising as much again (up to a limit).
-                dens = d * min(DENSITY_TREND_MAX, d / st.prev_density)
-            st.prev_density = d
-            cap = ep.results_cap
-            if cap is None and st.results_est is not None:
-                cap = st.results_est = max(st.results_est, st.max_ok_logs)
-            if cap is not None and dens > 0:
-                target = int(RESULT_CAP_TARGET * cap / dens)
-                st.range = max(1, min(limit, target, int(max(span, st.range) * DENSITY_GROWTH_MAX)))
+            if st.results_est is not None and ep.results_cap is None:
+                st.results_est = cap
+            target = None
+            if cap is not None and history is not None:
+                # An inferred cap is the most logs a request returned: safe as it is, while a
+                # named cap is aimed at with a margin (RESULT_CAP_TARGET) for the forecast.
+                aim = RESULT_CAP_TARGET * cap if ep.results_cap is not None else float(cap)
+                target = log_density.blocks_for(history, aim, limit)
+            if target is not None:
+                st.range = max(1, min(target, int(max(span, st.range) * DENSITY_GROWTH_MAX)))
             else:
                 st.range = max(1, limit)
 
