@@ -1,6 +1,6 @@
 """Benchmark: our end-to-end backfill vs cryo (Rust, PyPI `cryo`) on the same devchain logs.
 
-    .venv/bin/pip install '.[bench]'      # cryo==0.3.2 + polars (optional extra)
+    .venv/bin/pip install -e '.[test,bench]'   # cryo==0.3.2 + polars (-e: this checkout stays)
     .venv/bin/python bench/cryo_compare.py [--days 1048] [--shards 8] [--repeat 3]
 
 cryo fetches the logs of the configured contracts into an in-memory DataFrame (no store, no
@@ -56,7 +56,7 @@ def main() -> int:
     try:
         import cryo  # noqa: F401
     except ImportError:
-        print("cryo is not installed: .venv/bin/pip install '.[bench]' (cryo==0.3.2, polars)")
+        print("cryo is not installed: .venv/bin/pip install -e '.[test,bench]' (cryo, polars)")
         return 0
     work = Path(tempfile.mkdtemp(prefix="bench-cryo-"))
     state_dir = Path(args.state_dir)
