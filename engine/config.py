@@ -120,6 +120,7 @@ class BackfillConfig:
     shards: int
     confirmations: int
     data_dir: Path
+    failed_day_retry_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -438,7 +439,14 @@ def _key_name(v: Any) -> str:
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "rpc": ("urls", "requests_per_second", "timeout_s", "max_block_range"),
     "clickhouse": ("url", "path", "database", "user", "password"),
-    "backfill": ("start_date", "days", "shards", "confirmations", "data_dir"),
+    "backfill": (
+        "start_date",
+        "days",
+        "shards",
+        "confirmations",
+        "data_dir",
+        "failed_day_retry_s",
+    ),
     "contracts": ("erc20_tokens", "erc20_counterparties", "erc1155", "exchanges", "collateral"),
     "monitor": (
         "stall_after_s",
@@ -620,6 +628,9 @@ def _backfill(s: _Section, base_dir: Path, env: Mapping[str, str]) -> BackfillCo
         confirmations=s.get("confirmations", 64, _int(0), "expected an integer >= 0"),
         data_dir=s.get(
             "data_dir", _path(base_dir)("data/backfill"), _path(base_dir), "expected a path"
+        ),
+        failed_day_retry_s=s.get(
+            "failed_day_retry_s", 30.0, _num(0, lo_open=True), "expected a number of seconds > 0"
         ),
     )
 

@@ -273,8 +273,27 @@ class RpcPool:
         )
 
     def block_number(self) -> int:
-        """Chain head number (eth_blockNumber)."""
+        """Chain head number (eth_blockNumber) from whichever URL answers."""
         return int(self.call("eth_blockNumber", []), 16)
+
+    def lowest_head(self) -> int:
+        """The lowest chain head among the URLs that answer eth_blockNumber (one try each).
+
+        Logs are fetched from any URL, and a node asked past its own head may answer [] rather
+        than an error: only blocks every answering URL has are safe to call final. URLs cooling
+        down, backing off or failing this one try are left out; when none answers, this is
+        block_number() with its retries (RpcError when every attempt fails).
+        """
+        now = time.monotonic()
+        heads: list[int] = []
+        for ep in self._endpoints:
+            if ep.cooling(now) or ep.not_before > now:
+                continue  # backing off (maybe a Retry-After): not asked again now
+            try:
+                heads.append(int(self._attempt(ep, "eth_blockNumber", []), 16))
+            except (_AttemptFailed, RpcError, ValueError, TypeError):
+                continue
+        return min(heads) if heads else self.block_number()
 
     def block_timestamps(self, numbers: Sequence[int]) -> list[int]:
         """Timestamps of several blocks in one JSON-RPC batch request (with retries)."""
@@ -349,6 +368,7 @@ class RpcPool:
                 lat = sorted(ep.latencies)
                 out.append(
                     {
+                        "index": ep.index,  # position in the URL list (two keys may mask alike)
                         "url": ep.masked,
                         "calls": ep.calls,
                         "calls_per_s": round(len(recent) / window, 2),
@@ -655,6 +675,17 @@ class RpcPool:
                         )
                     except _RangeTooBig as exc:
                         self._shrink(ep, st, start, end, exc.classified)
+                        continue
+                    except RpcError as exc:
+                        if end == start or exc.code not in rpc_errors.MAYBE_RANGE_CODES:
+                            raise
+                        # "Invalid params" over several blocks, in words we do not know: may be
+                        # a range limit. A smaller range tells; one block that still fails
+                        # raises RangeFailed with the provider's own message.
+                        unknown = Classified(
+                            rpc_errors.RANGE_TOO_BIG, code=exc.code, message=exc.message
+                        )
+                        self._shrink(ep, st, start, end, unknown)
                         continue
                     except _AttemptFailed as exc:
                         if exc.classified.kind == rpc_errors.TIMEOUT and end > start:

@@ -29,6 +29,9 @@ because some providers use -32005 for both ("query returned more than 10000 resu
     eth_getLogs is limited to a 10,000 range
     range 20000 exceeds limit of 10000
     range 9009594 is bigger than range limit 2000
+    eth_getLogs and eth_newFilter are limited to a 10,000 blocks range
+    max block range exceeded / exceeded max allowed range / block range should not exceed 5000
+    Please specify a smaller block range
     query timeout exceeded / response is too big / too many blocks
 """
 
@@ -53,6 +56,11 @@ TRANSIENT_KINDS = frozenset({RATE_LIMIT, HTTP_5XX, TIMEOUT, CONN, BAD_JSON})
 
 # JSON-RPC codes that mean "your request is wrong" when no range/rate text explains them.
 _PERMANENT_CODES = frozenset({-32600, -32601, -32602, 3})
+#: Permanent codes that, on an eth_getLogs over several blocks, may be a range limit worded in a
+#: way no pattern here knows: the caller retries a smaller range before giving up.
+MAYBE_RANGE_CODES = frozenset({-32600, -32602})
+# HTTP statuses that say "this URL cannot serve you" (bad key, plan, path): another URL may.
+_URL_STATUSES = frozenset({401, 402, 403, 404})
 
 
 @dataclass(frozen=True)
@@ -95,12 +103,13 @@ _SUGGEST_PATTERNS = [
 _MAX_RANGE_PATTERNS = [
     re.compile(r"exceed(?:s|ed)? (?:the )?max(?:imum)? block range:?\s*" + _NUM),
     re.compile(r"range too large,.*?\bmax:?\s*" + _NUM),
-    re.compile(r"limited to (?:a )?" + _NUM + r"(k?)\s*(?:block )?range"),
+    re.compile(r"limited to (?:a )?" + _NUM + r"(k?)\s*(?:blocks? )?range"),
     re.compile(r"range\s+\d[\d,_]*\s+exceeds (?:the )?limit of\s*" + _NUM),
     re.compile(r"range\s+\d[\d,_]*\s+is bigger than range limit\s*" + _NUM),
     re.compile(r"up to an? " + _NUM + r"(k?)\s*block range"),
     re.compile(r"max(?:imum)? (?:block )?range (?:is|of)\s*" + _NUM + r"(k?)"),
     re.compile(r"maximum allowed number of requested blocks is\s*" + _NUM),
+    re.compile(r"range should not exceed\s*" + _NUM + r"(k?)"),
 ]
 
 # Result-count caps.
@@ -125,6 +134,9 @@ _RANGE_WORDS = re.compile(
     r"|exceeds max results|max results|too many (?:results|logs|blocks)"
     r"|query timeout exceeded|query timed out|reduce (?:your |the )?(?:query )?block range"
     r"|requested too many blocks|number of requested blocks"
+    r"|range exceeded|exceed(?:s|ed)? (?:the )?max(?:imum)? allowed (?:block )?range"
+    r"|smaller (?:block )?range|less number of blocks|blocks? range (?:is )?too"
+    r"|too (?:large|wide|big) (?:a )?block range|range should not exceed"
 )
 
 _RESULT_WORDS = re.compile(
@@ -265,6 +277,9 @@ def _classify_error_object(error: Any, status: int | None) -> Classified:
         return Classified(HTTP_5XX, code=code, message=message)
     if _TIMEOUT_WORDS.search(text) and code not in _PERMANENT_CODES:
         return Classified(TIMEOUT, code=code, message=message)
+    if status in _URL_STATUSES:
+        # A JSON-RPC error body on 401/403 (e.g. -32600 "invalid api key"): this URL's problem.
+        return Classified(RPC_ERROR, code=None, message=f"HTTP {status}: {message}")
     return Classified(RPC_ERROR, code=code, message=message)
 
 

@@ -43,6 +43,8 @@ log = logging.getLogger("supervisor")
 #: Worker stdout pipe capacity and the console's read buffer on it.
 PIPE_BYTES = 1 << 20
 READ_BUFFER_BYTES = 1 << 16
+#: Error kinds that leave a day not COMPLETE; they stay the shard's last error until it is.
+STICKY_ERRORS = frozenset({"range_failed", "day_failed"})
 
 
 def _widen_pipe(proc: subprocess.Popen) -> None:
@@ -76,6 +78,9 @@ class Shard:
     backoff_s: float = 0.0
     backoff_until: float = 0.0
     last_error: str = ""
+    #: Days this shard reported failed (day -> why), until it reports them COMPLETE. While any is
+    #: pending, last_error keeps naming one: routine events (a 429, a split) do not hide it.
+    failed_days: dict[int, str] = field(default_factory=dict)
     got_done: bool = False
     exit_handled: bool = False
     heard: bool = False  # a message arrived from the current process
@@ -239,12 +244,19 @@ class Supervisor:
             sh.block_to = msg.get("to")
             sh.phase = msg.get("phase", "")
         elif t == "day_done":
+            sh.failed_days.pop(msg.get("day"), None)
             sh.days_done += 1
             sh.backoff_s = 0.0  # healthy again: the next failure starts from the initial backoff
         elif t == "rows":
             sh.rows += int(msg.get("n", 0))
         elif t == "error":
-            sh.last_error = f"{msg.get('kind')}: {msg.get('msg', '')}"[:300]
+            text = f"{msg.get('kind')}: {msg.get('msg', '')}"[:300]
+            day = msg.get("day")
+            if msg.get("kind") in STICKY_ERRORS and isinstance(day, int):
+                # The range that failed says more than the day_failed summary after it.
+                if msg.get("kind") == "range_failed" or day not in sh.failed_days:
+                    sh.failed_days[day] = text
+            sh.last_error = next(reversed(sh.failed_days.values()), text)
         elif t == "done":
             sh.got_done = True
 

@@ -40,6 +40,7 @@ log = logging.getLogger("worker")
 HEARTBEAT_EVERY_S = 2.0
 RPC_HEALTH_EVERY_S = 5.0
 FINALITY_POLL_S = 10.0
+#: Default seconds before a day that failed is tried again (plan backfill.failed_day_retry_s).
 FAILED_DAY_RETRY_S = 30.0
 CHUNK_HEARTBEAT_S = 0.5
 #: This worker's request budget (per URL, per second) from which the day search batches probes.
@@ -81,6 +82,7 @@ class Worker:
         b = plan["backfill"]
         self.start_date = dt.date.fromisoformat(b["start_date"])
         self.confirmations = int(b["confirmations"])
+        self.failed_day_retry_s = float(b.get("failed_day_retry_s", FAILED_DAY_RETRY_S))
         self.ranges: dict[int, tuple[int, int]] = {
             int(k): (int(v[0]), int(v[1])) for k, v in plan.get("ranges", {}).items()
         }
@@ -172,7 +174,7 @@ class Worker:
             self.alive(phase="fetch")
 
     def refresh_safe_head(self) -> int:
-        self.safe_head = self.pool.block_number() - self.confirmations
+        self.safe_head = self.pool.lowest_head() - self.confirmations
         return self.safe_head
 
     def day_range(self, day: int) -> tuple[int, int] | None:
@@ -272,6 +274,22 @@ class Worker:
         log.info("day %d COMPLETE blocks %d-%d rows %s", day, first, last, dict(counts))
         return True
 
+    def day_failed(self, day: int, exc: RpcError) -> None:
+        """Report a day that stays not COMPLETE: the range (or call) that failed, and why."""
+        if isinstance(exc, RangeFailed):
+            what = f"blocks [{exc.from_block}, {exc.to_block}]"
+            self.error("range_failed", f"{what} could not be fetched ({exc.kind}): {exc}", day)
+        else:
+            what = f"{exc.kind}"
+            self.error(exc.kind or "rpc_error", str(exc), day)
+        self.alive(phase="day_failed")
+        self.error(
+            "day_failed",
+            f"day {day} not complete: {what} failed after all retries; "
+            f"retrying in {self.failed_day_retry_s:g}s",
+            day,
+        )
+
     def run(self) -> int:
         # topic0 values were checked against keccak by the console at its start-up.
         todo = list(self.plan["days"])
@@ -286,11 +304,10 @@ class Worker:
                 continue
             try:
                 done = self.run_day(day)
-            except (RangeFailed, RpcError) as exc:
-                self.error(getattr(exc, "kind", "rpc_error") or "rpc_error", str(exc), day)
-                self.error("day_failed", f"day {day} not complete: {exc}; retrying later", day)
+            except RpcError as exc:
+                self.day_failed(day, exc)
                 todo.append(todo.pop(0))
-                retry_at[day] = time.monotonic() + FAILED_DAY_RETRY_S
+                retry_at[day] = time.monotonic() + self.failed_day_retry_s
                 continue
             if done:
                 todo.pop(0)

@@ -55,6 +55,7 @@ def check_defaults(cfg: Config, base: Path) -> None:
     assert cfg.backfill.days == 1048
     assert cfg.backfill.shards == 8
     assert cfg.backfill.confirmations == 64
+    assert cfg.backfill.failed_day_retry_s == 30.0
     assert cfg.backfill.data_dir == base / "data/backfill"
     assert cfg.log_dir == cfg.backfill.data_dir
     assert cfg.contracts.erc20_tokens == (USDC_E, "0xc011a7e12a19f7b1f670d46f03b03f3342e82dfb")
@@ -457,6 +458,10 @@ def test_bad_database_identifier(tmp_path: Path) -> None:
         (
             "[backfill]\nconfirmations = -1\n",
             "backfill.confirmations = -1: expected an integer >= 0",
+        ),
+        (
+            "[backfill]\nfailed_day_retry_s = 0\n",
+            "backfill.failed_day_retry_s = 0: expected a number of seconds > 0",
         ),
         ("[monitor]\nmax_restarts = 0\n", "monitor.max_restarts = 0: expected an integer >= 1"),
         ("[monitor]\ngrace_s = -1\n", "monitor.grace_s = -1: expected a number > 0"),

@@ -61,6 +61,18 @@ RANGE_SHAPES = [
     ("range 9009594 is bigger than range limit 2000", -32602, None, 2000, None),
     ("query returned more than 10000 results", -32005, None, None, 10000),
     ("query timeout exceeded", -32005, None, None, None),
+    (
+        "eth_getLogs and eth_newFilter are limited to a 10,000 blocks range",
+        -32602,
+        None,
+        10000,
+        None,
+    ),
+    ("max block range exceeded", -32000, None, None, None),
+    ("exceeded max allowed range", -32000, None, None, None),
+    ("Block range limit exceeded.", -32000, None, None, None),
+    ("Please specify a smaller block range", -32602, None, None, None),
+    ("block range should not exceed 5000", -32000, None, 5000, None),
 ]
 
 
@@ -187,6 +199,16 @@ def test_other_rpc_errors_are_not_range(code, message, retryable):
 def test_http_auth_errors_are_rpc_errors():
     c = classify(401, "invalid project id")
     assert c.kind == RPC_ERROR and c.retryable
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_status_with_a_permanent_json_rpc_code_is_retryable_elsewhere(status):
+    # A bad key on one URL answers -32600 with 401/403: another URL may serve the request.
+    c = classify(status, err(-32600, "invalid api key"))
+    assert c.kind == RPC_ERROR and c.retryable
+    assert "invalid api key" in c.message and str(status) in c.message
+    # Without the status, -32600 stays permanent.
+    assert not classify(200, err(-32600, "invalid request")).retryable
 
 
 @pytest.mark.parametrize(
