@@ -244,7 +244,8 @@ class Supervisor:
             sh.block_to = msg.get("to")
             sh.phase = msg.get("phase", "")
         elif t == "day_done":
-            sh.failed_days.pop(msg.get("day"), None)
+            if sh.failed_days.pop(msg.get("day"), None) is not None and sh.failed_days:
+                sh.last_error = next(reversed(sh.failed_days.values()))
             sh.days_done += 1
             sh.backoff_s = 0.0  # healthy again: the next failure starts from the initial backoff
         elif t == "rows":

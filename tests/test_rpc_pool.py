@@ -358,3 +358,17 @@ def test_filters_keep_their_own_ranges(chain):
         assert sparse == chain.direct(0, 3999, [EMITTER_B])
         assert proxy.counts["eth_getLogs"] == 2
         assert pool.current_range == 2000
+
+
+def test_lowest_head_is_the_lowest_among_answering_urls(chain):
+    # A lagging node may answer [] for blocks past its head: only blocks every URL has are final.
+    dead = f"http://127.0.0.1:{free_port()}"
+    with AnvilNode(timestamp=GENESIS_TS) as lagging:
+        lagging.rpc("anvil_mine", [hex(5)])
+        lag_head = int(lagging.rpc("eth_blockNumber", []), 16)
+        assert 0 < lag_head < chain.head
+        pool = RpcPool([chain.url, dead, lagging.url], max_attempts=3, **FAST)
+        assert pool.lowest_head() == lag_head
+    # The lagging node is gone now: the heads of the URLs that answer decide.
+    assert pool.lowest_head() == chain.head
+    assert RpcPool([chain.url], **FAST).lowest_head() == chain.head

@@ -1,0 +1,52 @@
+"""Unit tests of how a shard's last error is kept: a failed day stays visible until COMPLETE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.config import MonitorConfig
+from engine.supervisor import Shard, Supervisor
+
+
+def supervisor(tmp_path: Path) -> Supervisor:
+    settings = MonitorConfig(
+        stall_after_s=60,
+        check_interval_s=1,
+        grace_s=3,
+        max_restarts=5,
+        restart_window_s=600,
+        backoff_initial_s=1,
+        backoff_max_s=2,
+    )
+    return Supervisor(settings, tmp_path, lambda k, n: {}, lambda sh, msg: None, shards=2)
+
+
+def error(kind: str, msg: str, day: int | None = 4) -> dict:
+    return {"t": "error", "kind": kind, "day": day, "msg": msg}
+
+
+def test_failed_day_stays_the_last_error_until_it_completes(tmp_path: Path) -> None:
+    sup, sh = supervisor(tmp_path), Shard(0)
+    sup._note(sh, error("rpc_429", "eth_getLogs rpc_429 from http://127.0.0.1:1"))
+    assert sh.last_error.startswith("rpc_429: ")
+    sup._note(sh, error("range_failed", "blocks [200, 200] could not be fetched (http_5xx)"))
+    sup._note(sh, error("day_failed", "day 4 not complete: blocks [200, 200] failed"))
+    # The range that failed is the detail to keep; routine events later do not hide it.
+    for kind in ("rpc_429", "range_split", "timeout"):
+        sup._note(sh, error(kind, "routine", day=6))
+    assert sh.last_error == "range_failed: blocks [200, 200] could not be fetched (http_5xx)"
+    sup._note(sh, {"t": "day_done", "day": 6})
+    assert sh.last_error.startswith("range_failed: blocks [200, 200]")  # another day done
+    sup._note(sh, {"t": "day_done", "day": 4})
+    assert sh.failed_days == {}
+    sup._note(sh, error("rpc_429", "later", day=8))
+    assert sh.last_error == "rpc_429: later"
+
+
+def test_the_latest_failed_day_is_shown_while_several_are_pending(tmp_path: Path) -> None:
+    sup, sh = supervisor(tmp_path), Shard(1)
+    sup._note(sh, error("day_failed", "day 3 not complete: timeout failed", day=3))
+    sup._note(sh, error("day_failed", "day 5 not complete: conn failed", day=5))
+    assert sh.last_error == "day_failed: day 5 not complete: conn failed"
+    sup._note(sh, {"t": "day_done", "day": 5})
+    assert sh.last_error == "day_failed: day 3 not complete: timeout failed"
