@@ -144,31 +144,29 @@ def online_bound(
             calls += 1
             if sum(counts.get(b, 0) for b in range(pos, end + 1)) > max_results:
                 calls += 1  # rejected; the suggested range is the greedy one
-                end = pos + _greedy_span(counts, pos, end, max_results) - 1
+                end = max(pos, _greedy_end(counts, pos, end, end - pos + 1, max_results))
             pos = end + 1
         best = calls if best is None else min(best, calls)
     return best or 0
 
 
-def _greedy_span(counts: Counter, pos: int, end: int, max_results: int) -> int:
-    total, span = 0, 0
-    while pos + span <= end and total + counts.get(pos + span, 0) <= max_results:
-        total += counts.get(pos + span, 0)
-        span += 1
-    return max(1, span)
+def _greedy_end(counts: Counter, pos: int, last: int, max_range: int, max_results: int) -> int:
+    """Last block of the widest range from ``pos`` (to ``last`` at most) within the cap."""
+    end, total = pos - 1, 0
+    while end < last and end - pos + 1 < max_range:
+        n = counts.get(end + 1, 0)
+        if total + n > max_results:
+            break
+        total += n
+        end += 1
+    return end
 
 
 def min_calls(counts: Counter, first: int, last: int, max_range: int, max_results: int) -> int:
     """Fewest eth_getLogs calls covering [first, last] under the cap (greedy, optimal)."""
     calls, pos = 0, first
     while pos <= last:
-        end, total = pos - 1, 0
-        while end < last and end - pos + 1 < max_range:
-            n = counts.get(end + 1, 0)
-            if total + n > max_results:
-                break
-            total += n
-            end += 1
+        end = _greedy_end(counts, pos, last, max_range, max_results)
         if end < pos:
             raise ValueError(f"block {pos} alone exceeds the result cap")
         calls += 1
