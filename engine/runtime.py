@@ -44,6 +44,109 @@ log = logging.getLogger("engine")
 MONITOR_TICK_S = 0.5
 
 
+def worker_budget(rps: float, shards: int, own_shards_with_work: int, explicit: bool) -> float:
+    """Requests per second per URL for one worker, so that all workers together stay within rps.
+
+    ``rpc.requests_per_second`` is the budget of each URL for the whole backfill. With explicit
+    ``--shard-ids`` other hosts may run the other shards of the same SHARDS, so each worker takes
+    rps / SHARDS whatever this console runs. Otherwise this console runs every shard and the
+    budget is split among its shards that still have days to do (shards with nothing left do not
+    start a worker). The share is fixed when a worker starts: a restarted worker gets the current
+    share, running ones keep theirs (shards only ever finish, so shares only grow and the sum of
+    the running workers' shares stays within rps).
+    """
+    if explicit:
+        return rps / max(1, shards)
+    return rps / max(1, own_shards_with_work)
+
+
+#: Separates a masked URL from its position in rpc.urls when two URLs mask alike ("... #2").
+RPC_LABEL_TAG = " #"
+
+
+def merge_rpc_health(
+    by_shard: dict[int, list[dict]], live: set[int] | None = None
+) -> list[RpcHealth]:
+    """One row per RPC URL from the workers' RpcPool.health() reports, in rpc.urls order.
+
+    Rows are keyed by the URL's position in the URL list ("index", the same in every worker of a
+    console), not by the masked URL: two keys at one provider mask to the same text but are
+    separate budgets, backoffs and cooldowns. A report without an index (an older worker) is
+    keyed by its masked URL. Labels that still collide get RPC_LABEL_TAG + the 1-based position.
+
+    Counts (calls, 429s, errors by kind) add up over every report kept, finished shards included:
+    they are the run's history. What describes the URL now comes from the shards in ``live``
+    (None: all): calls/s (a stopped worker makes no calls; its last report's rate is stale),
+    cooling-until, and latency and range (those two fall back to every report when no live worker
+    reported the URL, so the last known values stay visible after the workers are done).
+
+    p95 is the worst worker's p95 (a tail: the slowest worker is the one to look at). p50 is the
+    mean of the workers' p50s weighted by their calls: workers hit the same URL with the same kind
+    of requests, so this approximates the median of all their calls, and a just-restarted worker
+    with a handful of calls cannot swing it the way a max or a plain mean would.
+    """
+    rows: dict[tuple[int, object], RpcHealth] = {}
+    position: dict[tuple[int, object], int | None] = {}
+    # Per row: (live, p50, p95, calls, current_range) of each report, for the "now" values.
+    samples: dict[tuple[int, object], list[tuple[bool, Any, Any, int, Any]]] = {}
+    for shard, healths in by_shard.items():
+        is_live = live is None or shard in live
+        for h in healths:
+            url = str(h.get("url", "?"))
+            idx = h.get("index")
+            key: tuple[int, object] = (0, int(idx)) if idx is not None else (1, url)
+            agg = rows.get(key)
+            if agg is None:
+                agg = rows[key] = RpcHealth(url=url)
+                position[key] = int(idx) if idx is not None else None
+            calls = int(h.get("calls", 0))
+            agg.calls += calls
+            agg.http_429 += int(h.get("http_429", 0))
+            for k, v in (h.get("errors") or {}).items():
+                agg.errors[k] = agg.errors.get(k, 0) + int(v)
+            samples.setdefault(key, []).append(
+                (is_live, h.get("p50_ms"), h.get("p95_ms"), calls, h.get("current_range"))
+            )
+            if is_live:
+                agg.calls_per_s += float(h.get("calls_per_s", 0.0) or 0.0)
+                cu = h.get("cooling_until")
+                if cu:
+                    agg.cooling_until = max(agg.cooling_until or 0.0, float(cu))
+    for key, agg in rows.items():
+        reports = samples[key]
+        now = [r for r in reports if r[0]]
+        lat = [r for r in now if r[1] is not None or r[2] is not None] or [
+            r for r in reports if r[1] is not None or r[2] is not None
+        ]
+        p95s = [float(r[2]) for r in lat if r[2] is not None]
+        agg.p95_ms = max(p95s) if p95s else None
+        p50s = [(float(r[1]), r[3]) for r in lat if r[1] is not None]
+        weight = sum(n for _, n in p50s)
+        if weight > 0:
+            agg.p50_ms = sum(p50 * n for p50, n in p50s) / weight
+        elif p50s:
+            agg.p50_ms = sum(p50 for p50, _ in p50s) / len(p50s)
+        spans = [int(r[4]) for r in now if r[4] is not None] or [
+            int(r[4]) for r in reports if r[4] is not None
+        ]
+        agg.current_range = min(spans) if spans else None  # the narrowest any worker uses
+    order = sorted(rows, key=lambda k: (k[0], k[1] if k[0] == 0 else 0))
+    label_count: dict[str, int] = {}
+    for key in order:
+        label_count[rows[key].url] = label_count.get(rows[key].url, 0) + 1
+    nth: dict[str, int] = {}
+    out = []
+    for key in order:
+        agg = rows[key]
+        if label_count[agg.url] > 1:
+            nth[agg.url] = nth.get(agg.url, 0) + 1
+            pos = position[key]
+            tag = pos + 1 if pos is not None else nth[agg.url]
+            agg.url = f"{agg.url}{RPC_LABEL_TAG}{tag}"
+        out.append(agg)
+    return out
+
+
 def chain_label_for(urls: list[str]) -> str:
     hosts = []
     for u in urls:
@@ -193,15 +296,16 @@ class Engine:
 
     def plan_for(self, shard: int, shards: int) -> dict[str, Any]:
         """The plan a (re)started worker receives on stdin."""
+        own = self.shard_ids if self.supervisor is None else self.supervisor.shard_ids
         with self.lock:
             skip = self.complete | self.pending_checkpoint
-            days = [d for d in range(self.days_total) if d % shards == shard and d not in skip]
+            todo = [d for d in range(self.days_total) if d not in skip]
+            days = [d for d in todo if d % shards == shard]
             ranges = {str(d): list(self.ranges[d]) for d in days if d in self.ranges}
+        with_work = len({d % shards for d in todo} & set(own))
         c = self.cfg.contracts
         r = self.cfg.rpc
-        workers = max(
-            1, len(self.shard_ids) if not self.supervisor else len(self.supervisor.shard_ids)
-        )
+        rps = worker_budget(r.requests_per_second, shards, with_work, self.explicit_shard_ids)
         return {
             "t": "plan",
             "shard": shard,
@@ -210,14 +314,15 @@ class Engine:
             "ranges": ranges,
             "rpc": {
                 "urls": self.urls,
-                # The per-URL budget is shared by every worker of this console.
-                "requests_per_second": r.requests_per_second / workers,
+                # This worker's share of the per-URL budget (worker_budget).
+                "requests_per_second": rps,
                 "timeout_s": r.timeout_s,
                 "max_block_range": r.max_block_range,
             },
             "backfill": {
                 "start_date": self.cfg.backfill.start_date.isoformat(),
                 "confirmations": self.cfg.backfill.confirmations,
+                "failed_day_retry_s": self.cfg.backfill.failed_day_retry_s,
             },
             "contracts": {
                 "erc20_tokens": list(c.erc20_tokens),
@@ -301,6 +406,9 @@ class Engine:
                 with self.lock:
                     self.failed[int(msg["day"])] = str(msg.get("msg", ""))
         elif t == "rpc":
+            sup = self.supervisor
+            if sup is not None and sup.shards.get(sh.shard) is not sh:
+                return  # a late report of a worker scaled away (its entry is dropped in scale)
             with self.lock:
                 self.rpc_by_shard[sh.shard] = list(msg.get("health") or [])
         elif t == "done":
@@ -467,7 +575,8 @@ class Engine:
             complete = len(self.complete)
             failed = len(self.failed)
             errors = sorted(self.errors.values(), key=lambda g: -g.last_at)
-            rpc = self._rpc_health()
+            live = None if sup is None else {w.shard for w in workers if w.pid is not None}
+            rpc = self._rpc_health(live)
         in_progress = len({w.day for w in workers if w.day is not None and w.state != DONE})
         rows = dict(self.rows_at_start)
         if self.loader is not None:
@@ -521,29 +630,9 @@ class Engine:
                 worst = max(worst, remaining * elapsed / done)
         return worst
 
-    def _rpc_health(self) -> list[RpcHealth]:
-        by_url: dict[str, RpcHealth] = {}
-        p95s: dict[str, list[float]] = {}
-        for healths in self.rpc_by_shard.values():
-            for h in healths:
-                url = str(h.get("url", "?"))
-                agg = by_url.setdefault(url, RpcHealth(url=url))
-                agg.calls += int(h.get("calls", 0))
-                agg.calls_per_s += float(h.get("calls_per_s", 0.0) or 0.0)
-                agg.http_429 += int(h.get("http_429", 0))
-                for k, v in (h.get("errors") or {}).items():
-                    agg.errors[k] = agg.errors.get(k, 0) + int(v)
-                if h.get("p95_ms") is not None:
-                    p95s.setdefault(url, []).append(float(h["p95_ms"]))
-                if h.get("current_range") is not None:
-                    cur = int(h["current_range"])
-                    agg.current_range = min(agg.current_range or cur, cur)
-                cu = h.get("cooling_until")
-                if cu:
-                    agg.cooling_until = max(agg.cooling_until or 0.0, float(cu))
-        for url, vals in p95s.items():
-            by_url[url].p95_ms = max(vals)
-        return list(by_url.values())
+    def _rpc_health(self, live: set[int] | None = None) -> list[RpcHealth]:
+        """Per URL health over the workers' latest reports (caller holds the lock)."""
+        return merge_rpc_health(self.rpc_by_shard, live)
 
     def day_grid(self) -> list[str]:
         with self.lock:
@@ -595,6 +684,13 @@ class Engine:
                 self.shard_ids = list(range(shards))
                 self.completed_by_shard = {}
             sup.scale(shards)
+            with self.lock:
+                # Shards scaled away will not report again: drop their last RPC reports, or
+                # their counts (and stale rates) would stay in the RPC panel for good. A DONE
+                # shard's report is kept instead (merge_rpc_health counts it as history and
+                # takes no rate from it): its calls and 429s are part of this run.
+                for k in [k for k in self.rpc_by_shard if k >= shards]:
+                    del self.rpc_by_shard[k]
             self.notice(f"scaled {old} -> {shards} shards")
 
         if not self._background("scale", run):

@@ -13,7 +13,15 @@ import os
 import pytest
 
 from console.app import BackfillApp
-from tests.fake_engine import FakeEngine, failing_gate_status, fatal_status, fixed_clock
+from engine.runtime import merge_rpc_health
+from tests.fake_engine import (
+    NOW,
+    FakeEngine,
+    failing_gate_status,
+    fatal_status,
+    fixed_clock,
+    sample_status,
+)
 
 os.environ["TEXTUAL_ANIMATIONS"] = "none"
 
@@ -60,4 +68,45 @@ def test_failing_gate(snap_compare):
             "2026-01-01T00:00:00Z strict erc1155_nonempty value=0 threshold=>=1 FAIL",
         ],
     )
+    assert snap_compare(make_app(engine), terminal_size=(120, 40), run_before=settle)
+
+
+def test_rpc_two_keys_at_one_provider(snap_compare):
+    """Two keys at one provider mask alike: two rows, tagged with their position in rpc.urls."""
+    masked = "https://eth-mainnet.example/v2/***"
+    reports = [
+        {
+            "index": 0,
+            "url": masked,
+            "calls": 5_000,
+            "calls_per_s": 6.2,
+            "http_429": 0,
+            "p50_ms": 91.0,
+            "p95_ms": 240.0,
+            "current_range": 2000,
+        },
+        {
+            "index": 1,
+            "url": masked,
+            "calls": 4_100,
+            "calls_per_s": 0.0,
+            "http_429": 57,
+            "p50_ms": 130.0,
+            "p95_ms": 2210.0,
+            "current_range": 500,
+            "cooling_until": NOW + 25,
+        },
+        {
+            "index": 2,
+            "url": "http://127.0.0.1:8545",
+            "calls": 300,
+            "calls_per_s": 1.0,
+            "http_429": 0,
+            "p50_ms": 3.0,
+            "p95_ms": 9.0,
+            "current_range": 2000,
+        },
+    ]
+    st = sample_status(rpc=merge_rpc_health({0: reports}))
+    engine = FakeEngine(status=st)
     assert snap_compare(make_app(engine), terminal_size=(120, 40), run_before=settle)

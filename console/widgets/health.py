@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -145,8 +147,21 @@ class GatesPanel(_BodyPanel):
         self.body(Group(*parts))
 
 
+#: "<masked url> #N": the runtime tags URLs that mask alike with their position in rpc.urls.
+_URL_TAG = re.compile(r"^(?P<url>.*) #(?P<n>\d+)$")
+
+
+def _url_cell(label: str) -> Text:
+    """The URL without its scheme; a position tag goes first so an ellipsis cannot hide it."""
+    m = _URL_TAG.match(label)
+    tag, url = (f"#{m['n']} ", m["url"]) if m else ("", label)
+    text = Text(tag, style="bold", no_wrap=True, overflow="ellipsis")
+    text.append(url.removeprefix("https://").removeprefix("http://"))
+    return text
+
+
 class RpcPanel(_BodyPanel):
-    """Per (masked) URL: calls/s, 429s, p95 latency, current block range, cooling down."""
+    """Per URL (masked): requests/s, 429s, p50/p95 latency, current block range, cooling down."""
 
     SOURCES = (STATUS,)
     TITLE = "RPC"
@@ -157,13 +172,18 @@ class RpcPanel(_BodyPanel):
     def show(self, data: ConsoleData, now: float) -> None:
         st = data.status
         if st is None or not st.rpc:
+            self.border_subtitle = ""
             self.body(Text("no RPC calls reported yet", style=MUTED))
             return
-        t = _table()
+        self.border_subtitle = "p50/p95 in ms · range in blocks"
+        # One space between columns (not two): seven columns fit the 52-cell right-hand column
+        # with room left for the URL.
+        t = Table(box=None, expand=True, pad_edge=False, padding=(0, 1, 0, 0), show_edge=False)
         t.add_column("url", no_wrap=True, overflow="ellipsis", ratio=1, min_width=12)
-        t.add_column("calls/s", justify="right", no_wrap=True)
+        t.add_column("req/s", justify="right", no_wrap=True)
         t.add_column("429", justify="right", no_wrap=True)
-        t.add_column("p95ms", justify="right", no_wrap=True)
+        t.add_column("p50", justify="right", no_wrap=True)
+        t.add_column("p95", justify="right", no_wrap=True)
         t.add_column("range", justify="right", no_wrap=True)
         t.add_column("state", no_wrap=True)
         for h in st.rpc:
@@ -174,9 +194,10 @@ class RpcPanel(_BodyPanel):
                 else Text("ok", style=OK)
             )
             t.add_row(
-                h.url.removeprefix("https://").removeprefix("http://"),
+                _url_cell(h.url),
                 f"{h.calls_per_s:.1f}",
                 Text(fmt.num(h.http_429), style=WARN if h.http_429 else MUTED),
+                "-" if h.p50_ms is None else f"{h.p50_ms:.0f}",
                 "-" if h.p95_ms is None else f"{h.p95_ms:.0f}",
                 fmt.short(h.current_range),
                 state,
