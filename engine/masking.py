@@ -192,10 +192,11 @@ def mask_secrets(text: str, secrets: Iterable[str]) -> str:
                 replacements.setdefault(piece, MASK)
         else:
             replacements[secret] = MASK
-    # Longest first, so a URL is replaced whole before any of its pieces.
+    # Longest first, so a URL is replaced whole before any of its pieces. Case-insensitive: some
+    # providers quote a request back lower-cased ("too many requests for /v3/abcdef...").
     for secret in sorted(replacements, key=len, reverse=True):
-        if secret != replacements[secret]:
-            text = text.replace(secret, replacements[secret])
+        if secret != replacements[secret] and secret.lower() in text.lower():
+            text = re.sub(re.escape(secret), replacements[secret], text, flags=re.IGNORECASE)
     return _URL_IN_TEXT.sub(_mask_match, text)
 
 

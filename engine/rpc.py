@@ -350,8 +350,9 @@ class RpcPool:
         """
         cur = int(from_block)
         to_block = int(to_block)
+        narrow: int | None = None  # while isolating failing blocks: the span that worked last
         while cur <= to_block:
-            end, logs = self._fetch_chunk(cur, to_block, address, topics)
+            end, logs, narrow = self._fetch_chunk(cur, to_block, address, topics, narrow)
             yield cur, end, logs
             cur = end + 1
 
@@ -499,9 +500,13 @@ class RpcPool:
         validate: Callable[[Any], str | None] | None = None,
         range_errors: bool = False,
         batch: bool = False,
+        blame_range: bool = False,
     ) -> Any:
         """POST one request to one URL. Returns the result or raises _AttemptFailed /
         _RangeTooBig (only when ``range_errors``) / RpcError (not retryable).
+
+        With ``blame_range`` (isolating failing blocks) a failure other than a rate limit does
+        not count against the URL: a short backoff, no growing one, no cooldown.
 
         With ``batch``, ``params`` is a list of params lists sent as one JSON-RPC batch; the
         result is the list of results in the same order (any failed element fails the attempt).
@@ -561,7 +566,8 @@ class RpcPool:
                 ):
                     c = Classified(rpc_errors.BAD_JSON, message="response id mismatch")
             else:
-                text = content[:300].decode("utf-8", "replace")
+                # Masked before it is cut: a key cut in half would no longer be recognised.
+                text = self._mask(content[:2000].decode("utf-8", "replace"))[:300]
                 c = classify(status, text)
                 if c.kind == rpc_errors.OK:  # JSON but not an object
                     c = Classified(rpc_errors.BAD_JSON, message=text[:200])
@@ -584,9 +590,9 @@ class RpcPool:
         if status is not None:
             msg += f" (HTTP {status})"
         if c.message:
-            msg += f": {c.message[:300]}"
+            msg += f": {self._mask(c.message)[:300]}"
         elif detail:
-            msg += f": {detail[:300]}"
+            msg += f": {self._mask(detail)[:300]}"
         if not c.retryable:
             with self._lock:
                 ep.errors[c.kind] += 1
@@ -599,7 +605,7 @@ class RpcPool:
                 retry_after = c.retry_after_s
         if retry_after is not None:
             msg += f" [Retry-After {retry_after:g}s]"
-        self._on_failure(ep, c, retry_after)
+        self._on_failure(ep, c, retry_after, blame_range and c.kind != rpc_errors.RATE_LIMIT)
         self._emit(c.kind, msg)
         raise _AttemptFailed(ep, c, self._mask(msg))
 
@@ -617,19 +623,23 @@ class RpcPool:
             ep.cooling_until = 0.0
             ep.cooling_wall = None
 
-    def _on_failure(self, ep: _Endpoint, c: Classified, retry_after: float | None) -> None:
+    def _on_failure(
+        self, ep: _Endpoint, c: Classified, retry_after: float | None, blame_range: bool = False
+    ) -> None:
         cooled = False
         with self._lock:
             ep.errors[c.kind] += 1
             if c.kind == rpc_errors.RATE_LIMIT:
                 ep.http_429 += 1
-            ep.consecutive_failures += 1
-            wait = self._endpoint_backoff(ep.consecutive_failures)
+            if not blame_range:
+                ep.consecutive_failures += 1
+            wait = self._endpoint_backoff(1 if blame_range else ep.consecutive_failures)
             if retry_after is not None:
                 wait = max(wait, retry_after)
             now = time.monotonic()
             ep.not_before = max(ep.not_before, now + wait)
-            if ep.consecutive_failures >= self.cooldown_after and not ep.cooling(now):
+            tired = ep.consecutive_failures >= self.cooldown_after and not blame_range
+            if tired and not ep.cooling(now):
                 ep.cooling_until = now + max(self.cooldown_s, wait)
                 ep.cooling_wall = time.time() + max(self.cooldown_s, wait)
                 cooled = True
@@ -643,17 +653,34 @@ class RpcPool:
     # ------------------------------------------------------------------ eth_getLogs ranges
 
     def _fetch_chunk(
-        self, start: int, stop: int, address: list[str] | str | None, topics: list
-    ) -> tuple[int, list[dict]]:
-        """Fetch the logs of one sub-range starting at ``start``; return (end, logs)."""
-        cap = stop - start + 1  # local limit, lowered by bisection after repeated failures
-        attempts = self.max_attempts
+        self,
+        start: int,
+        stop: int,
+        address: list[str] | str | None,
+        topics: list,
+        narrow: int | None = None,
+    ) -> tuple[int, list[dict], int | None]:
+        """Fetch the logs of one sub-range starting at ``start``; return (end, logs, narrow).
+
+        A sub-range that keeps failing for a non-range reason is bisected (SPLIT_ATTEMPTS per
+        level) until a part works or one block is left (RangeFailed). ``narrow`` carries the
+        search on from the previous sub-range: the next one starts at twice the span that worked
+        rather than at full width, so isolating a bad block costs about two requests per halving
+        instead of a fresh search after every success. While bisecting, failures are blamed on
+        the range, not the URL (no growing backoff, no cooldown): every URL may fail the same
+        blocks.
+        """
+        searching = narrow is not None  # isolating failing blocks (bisecting)
+        cap = narrow or stop - start + 1  # local limit, lowered by bisection after failures
+        attempts = SPLIT_ATTEMPTS if searching else self.max_attempts
         key = json.dumps([address, topics], sort_keys=True)
         timeouts = [0]
         while True:
             last: list[tuple[int, int]] = []
 
-            def attempt(ep: _Endpoint, cap: int = cap, last: list = last) -> tuple[int, list]:
+            def attempt(
+                ep: _Endpoint, cap: int = cap, last: list = last, searching: bool = searching
+            ) -> tuple[int, list]:
                 with self._lock:
                     st = ep.state(key)
                 while True:
@@ -672,6 +699,7 @@ class RpcPool:
                             [flt],
                             validate=_logs_problem,
                             range_errors=True,
+                            blame_range=searching,
                         )
                     except _RangeTooBig as exc:
                         self._shrink(ep, st, start, end, exc.classified)
@@ -707,7 +735,7 @@ class RpcPool:
                     return end, logs
 
             try:
-                return self._with_retries(attempt, f"eth_getLogs [{start}, ...]", attempts)
+                end, logs = self._with_retries(attempt, f"eth_getLogs [{start}, ...]", attempts)
             except RangeFailed:
                 raise
             except RpcError as exc:
@@ -716,6 +744,7 @@ class RpcPool:
                     # Keeps failing for a non-range reason: bisect to isolate the bad block(s).
                     cap = max(1, (b - a + 1) // 2)
                     attempts = min(self.max_attempts, SPLIT_ATTEMPTS)
+                    searching = True
                     self._emit(
                         "range_split",
                         f"[{a}, {b}] still failing ({exc.kind}); retrying in {cap}-block parts",
@@ -724,6 +753,12 @@ class RpcPool:
                 raise RangeFailed(
                     a, b, exc.kind, self._mask(f"blocks [{a}, {b}]: {exc.message}"), url=exc.url
                 ) from None
+            if not searching:
+                return end, logs, None
+            # The search goes on from here at twice the span that worked, back to full width
+            # once that reaches max_block_range (the bad blocks are behind us, or next).
+            span = end - start + 1
+            return end, logs, (span * 2 if span * 2 < self.max_block_range else None)
 
     def _shrink(self, ep: _Endpoint, st: _RangeState, start: int, end: int, c: Classified) -> None:
         """React to a range-too-big answer for [start, end]; raise RangeFailed at one block.

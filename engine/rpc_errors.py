@@ -255,7 +255,9 @@ def classify_range_text(text: str) -> Classified | None:
 
 def _classify_error_object(error: Any, status: int | None) -> Classified:
     code, text = _error_text(error)
-    message = text if not isinstance(error, dict) else str(error.get("message", ""))
+    # The message keeps the provider's case (text is lower-cased for matching only): a key that
+    # a gateway quotes back must stay identical to the configured one for masking to find it.
+    message = str(error) if not isinstance(error, dict) else str(error.get("message", ""))
     ranged = classify_range_text(text)
     if ranged is not None:
         suggestion = ranged.suggested_range or _data_range(error)
