@@ -16,17 +16,24 @@ injects one of:
   range (``cap_suggest``; styles that always or never suggest ignore it);
 - ``fail_blocks``: any eth_getLogs range containing one of these blocks always gets an HTTP 500;
 - ``slow_above_span``: eth_getLogs over more blocks than this always answers after ``slow_s``.
+- ``echo_path``: error answers quote the request path and query (a key in the URL comes back in
+  the error text, as some gateways do).
 
 ``faulty_methods`` limits the random faults to some methods (None: all) and ``max_faults`` their
 number (None: unlimited). It counts requests per
 method (``counts``), and records every request (``records``: monotonic time, method, status sent,
-params) so tests can check Retry-After gaps.
+params, and ``ok`` for a single request answered in time with a JSON-RPC result) so tests can
+check Retry-After gaps and which ranges were really served.
+
+It needs only the standard library (``HttpPoster`` is its keep-alive HTTP client).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
+import select
 import threading
 import time
 from collections import Counter
@@ -36,8 +43,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-import requests
 
 from engine.devchain.anvil import AnvilProcess, spawn_watched
 
@@ -121,6 +126,9 @@ class FaultConfig:
     faulty_methods: frozenset[str] | None = None
     max_faults: int | None = None
     seed: int = 0
+    #: Error answers (429, 5xx, fail_blocks' 500) quote the request path, query included, as
+    #: some gateways do: a provider key in the URL comes back inside the error text.
+    echo_path: bool = False
 
 
 @dataclass
@@ -130,6 +138,10 @@ class Record:
     status: int | str  # HTTP status sent, or the fault: "drop", "slow", "truncate", "cap", ...
     params: Any = None
     wall: float = 0.0  # time.time() when the request arrived
+    #: True when the client was sent an HTTP 200 JSON-RPC answer holding a ``result`` (forwarded
+    #: in time, no fault, no cap, no JSON-RPC error); False for every fault and error, and for
+    #: batches (forwarded untouched, recorded as "batch" with status 200).
+    ok: bool = False
 
 
 @dataclass
@@ -146,6 +158,67 @@ class _State:
 
 def _hex_or_int(v: Any) -> int:
     return int(v, 16) if isinstance(v, str) else int(v)
+
+
+class HttpPoster:
+    """POST bytes over one persistent HTTP/1.1 connection (stdlib only; not thread-safe).
+
+    Like a ``requests.Session`` for this use: the connection is kept alive between requests, a
+    connection the server closed while idle is noticed before reuse and reopened, and any error
+    closes it (the next request opens a new one). No timeout unless one is given.
+    """
+
+    def __init__(self, url: str, timeout: float | None = None) -> None:
+        u = urlsplit(url)
+        if u.scheme != "http" or not u.hostname:
+            raise ValueError(f"HttpPoster needs an http:// URL, got {url!r}")
+        self.url = url
+        self.host, self.port = u.hostname, u.port or 80
+        self.path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+        self.timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _stale(self) -> bool:
+        """True when the idle connection was closed by the server (readable = EOF or junk)."""
+        sock = self._conn.sock if self._conn is not None else None
+        if sock is None:
+            return True
+        try:
+            return bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
+    def post(self, body: bytes, timeout: float | None = None) -> tuple[int, bytes]:
+        """(HTTP status, response body) of a JSON POST; OSError/HTTPException on failure."""
+        if self._conn is not None and self._stale():
+            self.close()
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        t = self.timeout if timeout is None else timeout
+        if self._conn.sock is not None:
+            self._conn.sock.settimeout(t)
+        else:
+            self._conn.timeout = t
+        try:
+            self._conn.request("POST", self.path, body, {"Content-Type": "application/json"})
+            r = self._conn.getresponse()
+            data = r.read()
+        except BaseException:
+            self.close()
+            raise
+        if r.will_close:
+            self.close()
+        return r.status, data
+
+    def post_json(self, payload: Any, timeout: float | None = None) -> Any:
+        """POST ``payload`` as JSON; the decoded JSON answer."""
+        _status, data = self.post(json.dumps(payload).encode(), timeout)
+        return json.loads(data)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -173,17 +246,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _forward(self, raw: bytes) -> tuple[int, bytes]:
         st = self.server.state
-        sess = getattr(st.local, "session", None)
-        if sess is None:
-            sess = st.local.session = requests.Session()
-        r = sess.post(st.upstream, data=raw, headers={"Content-Type": "application/json"})
-        return r.status_code, r.content
+        conn = getattr(st.local, "upstream", None)
+        if conn is None or conn.url != st.upstream:
+            conn = st.local.upstream = HttpPoster(st.upstream)
+        return conn.post(raw)
 
-    def _record(self, method: str, status: int | str, params: Any) -> None:
+    def _record(self, method: str, status: int | str, params: Any, ok: bool = False) -> None:
         st = self.server.state
         with st.lock:
             st.counts[method] += 1
-            st.records.append(Record(self._t0, method, status, params, self._w0))
+            st.records.append(Record(self._t0, method, status, params, self._w0, ok))
 
     # -- main
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
@@ -230,10 +302,12 @@ class _Handler(BaseHTTPRequestHandler):
                         st.faults += 1
                     break
 
+        echo = f" for {self.path}" if cfg.echo_path else ""
         if fault == "429":
             self._record(method, 429, params)
             headers = {"Retry-After": cfg.retry_after} if cfg.retry_after is not None else {}
-            self._send(429, b'{"error":"Too Many Requests"}', headers)
+            body429 = json.dumps({"error": f"Too Many Requests{echo}"}, separators=(",", ":"))
+            self._send(429, body429.encode(), headers)
             return
         if fault == "rpc_rate":
             self._record(method, "rpc_rate", params)
@@ -241,7 +315,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault == "5xx":
             self._record(method, 503, params)
-            self._send(503, b"<html><body>503 Service Unavailable</body></html>")
+            self._send(503, f"<html><body>503 Service Unavailable{echo}</body></html>".encode())
             return
         if fault == "drop":
             self._record(method, "drop", params)
@@ -264,7 +338,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if any(frm <= b <= to for b in cfg.fail_blocks):
                 self._record(method, 500, params)
-                body = {"jsonrpc": "2.0", "id": req_id, "error": {"code": -32603, "message": "x"}}
+                err = {"code": -32603, "message": f"x{echo}"}
+                body = {"jsonrpc": "2.0", "id": req_id, "error": err}
                 self._send(500, json.dumps(body).encode())
                 return
             span = to - frm + 1
@@ -290,7 +365,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._record(method, "truncate", params)
             self._send(200, body[: max(1, len(body) // 2)])
             return
-        self._record(method, status, params)
+        self._record(method, status, params, ok=status == 200 and _has_result(body))
         self._send(status, body)
 
     def _cap(
@@ -320,6 +395,17 @@ class _Handler(BaseHTTPRequestHandler):
         code, msg = cap_message(cfg.cap_style, ctx)
         self._record(method, "cap", params)
         self._rpc_error(req_id, code, msg)
+
+
+def _has_result(body: bytes) -> bool:
+    """True when a single JSON-RPC response body holds a ``result`` (not an ``error``)."""
+    if len(body) > 65536:
+        return True  # error answers are short; only results get this big
+    try:
+        msg = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(msg, dict) and "result" in msg and "error" not in msg
 
 
 def _suggest_end(logs: list[dict], frm: int, to: int, max_results: int) -> int:
@@ -449,7 +535,7 @@ class AnvilNode:
         self.url = f"http://127.0.0.1:{self.port}"
         self.timestamp = timestamp
         self.proc: AnvilProcess | None = None
-        self._session = requests.Session()
+        self._session = HttpPoster(self.url)
         self._ids = 0
 
     def __enter__(self) -> AnvilNode:
@@ -462,25 +548,23 @@ class AnvilNode:
             try:
                 self.rpc("eth_chainId", [])
                 return self
-            except requests.RequestException:
+            except (OSError, http.client.HTTPException, ValueError):
                 if time.monotonic() > deadline or not self.proc.alive():
                     self.__exit__()
                     raise RuntimeError("anvil did not start") from None
                 time.sleep(0.05)
 
     def __exit__(self, *exc: object) -> None:
+        self._session.close()
         if self.proc is not None:
             self.proc.stop(timeout=5)
             self.proc = None
 
     def rpc(self, method: str, params: list) -> Any:
         self._ids += 1
-        r = self._session.post(
-            self.url,
-            json={"jsonrpc": "2.0", "id": self._ids, "method": method, "params": params},
-            timeout=60,
+        body = self._session.post_json(
+            {"jsonrpc": "2.0", "id": self._ids, "method": method, "params": params}, timeout=60
         )
-        body = r.json()
         if "error" in body:
             raise RuntimeError(f"{method}: {body['error']}")
         return body["result"]
@@ -490,8 +574,7 @@ class AnvilNode:
         for method, params in calls:
             self._ids += 1
             payload.append({"jsonrpc": "2.0", "id": self._ids, "method": method, "params": params})
-        r = self._session.post(self.url, json=payload, timeout=120)
-        out = r.json()
+        out = self._session.post_json(payload, timeout=120)
         for item in out:
             if "error" in item:
                 raise RuntimeError(f"batch: {item['error']}")
