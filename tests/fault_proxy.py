@@ -16,6 +16,7 @@ injects one of:
   range (``cap_suggest``; styles that always or never suggest ignore it);
 - ``fail_blocks``: any eth_getLogs range containing one of these blocks always gets an HTTP 500;
 - ``slow_above_span``: eth_getLogs over more blocks than this always answers after ``slow_s``.
+- ``auth_error``: every request gets HTTP 401 with a JSON-RPC -32600 "invalid api key" body.
 - ``echo_path``: error answers quote the request path and query (a key in the URL comes back in
   the error text, as some gateways do).
 
@@ -58,6 +59,7 @@ CAP_STYLES = (
     "max_results_retry",  # query exceeds max results 20000, retry with the range 100-200
     "limited_to",  # eth_getLogs is limited to a 10,000 range
     "exceeds_limit",  # range 20000 exceeds limit of 10000
+    "opaque",  # -32602 invalid params (a limit in words no classifier knows)
 )
 
 
@@ -102,6 +104,8 @@ def cap_message(style: str, ctx: dict[str, Any]) -> tuple[int, str]:
         return -32602, f"eth_getLogs is limited to a {mr or 10000:,} range"
     if style == "exceeds_limit":
         return -32602, f"range {span} exceeds limit of {mr or 10000}"
+    if style == "opaque":
+        return -32602, "invalid params"
     raise ValueError(f"unknown cap style {style!r}")
 
 
@@ -126,6 +130,8 @@ class FaultConfig:
     faulty_methods: frozenset[str] | None = None
     max_faults: int | None = None
     seed: int = 0
+    #: Every request is refused with HTTP 401 and JSON-RPC -32600 "invalid api key" (a bad key).
+    auth_error: bool = False
     #: Error answers (429, 5xx, fail_blocks' 500) quote the request path, query included, as
     #: some gateways do: a provider key in the URL comes back inside the error text.
     echo_path: bool = False
@@ -279,6 +285,10 @@ class _Handler(BaseHTTPRequestHandler):
         req_id = req.get("id")
         params = req.get("params")
 
+        if cfg.auth_error:
+            self._record(method, 401, params)
+            self._rpc_error(req_id, -32600, "invalid api key", 401)
+            return
         fault = None
         if (cfg.faulty_methods is None or method in cfg.faulty_methods) and (
             cfg.max_faults is None or st.faults < cfg.max_faults

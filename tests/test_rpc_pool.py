@@ -158,7 +158,8 @@ def test_each_cap_style_end_to_end(chain, style, suggest):
         logs = pool.get_logs(0, chain.head, [EMITTER_A], [])
         assert logs == chain.direct(0, chain.head, [EMITTER_A])
         assert ev.kinds["range_split"] > 0
-        assert set(ev.kinds) <= {"range_split"}
+        # An opaque limit ("invalid params") is also reported as the rpc_error it is.
+        assert set(ev.kinds) <= {"range_split"} | ({"rpc_error"} if style == "opaque" else set())
         calls = proxy.counts["eth_getLogs"]
         # 32,000 logs over 7,160 blocks: at least 11 calls; adaptive ranges stay within ~3x.
         assert calls <= 40, (style, suggest, calls)
@@ -372,3 +373,36 @@ def test_lowest_head_is_the_lowest_among_answering_urls(chain):
     # The lagging node is gone now: the heads of the URLs that answer decide.
     assert pool.lowest_head() == chain.head
     assert RpcPool([chain.url], **FAST).lowest_head() == chain.head
+
+
+def test_bad_key_on_one_url_moves_on_to_the_next(chain):
+    # 401 + JSON-RPC -32600 "invalid api key": that URL's problem, not the request's.
+    ev = Events()
+    with (
+        FaultProxy(chain.url, FaultConfig(auth_error=True)) as bad,
+        FaultProxy(chain.url, FaultConfig()) as good,
+    ):
+        pool = RpcPool([bad.url, good.url], on_event=ev, **FAST)
+        assert pool.get_logs(0, 1999, [EMITTER_A], []) == chain.direct(0, 1999, [EMITTER_A])
+        assert pool.block_number() == chain.head
+        assert {r.status for r in bad.records} == {401} and len(bad.records) >= 1
+    assert ev.kinds["rpc_error"] >= 1
+    assert all("HTTP 401" in m and "invalid api key" in m for k, m in ev.items if k == "rpc_error")
+
+
+def test_a_failing_block_is_isolated_in_few_requests(chain):
+    """Every URL fails one block: about 2 requests per halving, then the neighbours are served."""
+    bad_block = 3001
+    failing = FaultConfig(fail_blocks=frozenset({bad_block}))
+    with FaultProxy(chain.url, failing) as p1, FaultProxy(chain.url, failing) as p2:
+        pool = RpcPool([p1.url, p2.url], max_block_range=2000, **FAST)
+        with pytest.raises(RangeFailed) as info:
+            pool.get_logs(2000, 3999, [EMITTER_A], [])
+        assert (info.value.from_block, info.value.to_block) == (bad_block, bad_block)
+        requests = p1.counts["eth_getLogs"] + p2.counts["eth_getLogs"]
+        # 8 attempts at full width, then 2 per halving of 2,000 blocks (11) and the parts that
+        # work on the way: a fresh search after every success took 44 requests for 49 blocks.
+        assert requests <= 8 + 3 * 11, requests  # 60 before the search carried over
+        assert pool.get_logs(2000, bad_block - 1, [EMITTER_A], []) == chain.direct(
+            2000, bad_block - 1, [EMITTER_A]
+        )
