@@ -17,9 +17,10 @@ lean HTTP client, no retry or range logic).
 
     .venv/bin/python bench/rpc_calls.py [--days 7] [--styles infura,alchemy,too_wide] [--seed 3]
 
-Seeds differ; compare changes over several. 2026-11-29, seeds 1-5, with the density forecast
-(engine.log_density): infura 1.21-1.25 (was 1.22-1.29), too_wide 1.32-1.47 (was 1.33-1.53);
-online bound on seed 3: 1.13.
+Seeds differ (one call moves a seed by ~0.013); compare changes over many. 2026-11-29, with the
+segmented density forecast (engine.log_density): infura seeds 1-8 1.20-1.23 (92/76, 92/75, 92/76,
+92/76, 90/75, 90/74, 93/77, 91/75), seeds 1-16 together 1455/1208 = 1.204 (the first forecast:
+1.230); too_wide seeds 1-16 1.358 (was 1.379); online bound 1.11-1.13.
 """
 
 from __future__ import annotations

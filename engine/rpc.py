@@ -7,28 +7,31 @@ second retry layer exists):
   JSON-RPC POST, the raw JSON parsed with ``orjson``; ``eth_getLogs`` results are returned as the
   node sent them (hex strings).
 - **Rotation and backoff**: round-robin over URLs. A failed attempt (429, timeout, 5xx, connection
-  error, truncated JSON, retryable JSON-RPC error) penalises *that URL* with an exponential backoff
-  with jitter (tenacity ``wait_exponential_jitter``) or its Retry-After (seconds or HTTP date),
-  whichever is longer, and the retry goes to the next URL that is free; the pool only sleeps when
-  every URL is backing off. Attempts per request are bounded by ``max_attempts`` (tenacity
-  ``Retrying``). A URL failing ``cooldown_after`` times in a row cools down for ``cooldown_s``
-  (it is skipped while another URL is usable) and then comes back.
+  error, truncated JSON, HTTP 401/403/404, retryable JSON-RPC error) penalises *that URL* with an
+  exponential backoff with jitter (tenacity ``wait_exponential_jitter``) or its Retry-After
+  (seconds or HTTP date), whichever is longer, and the retry goes to the next URL that is free; the
+  pool only sleeps when every URL is backing off. Attempts per request are bounded by
+  ``max_attempts`` (tenacity ``Retrying``). A URL failing ``cooldown_after`` times in a row cools
+  down for ``cooldown_s`` (it is skipped while another URL is usable) and then comes back.
 - **Budget**: a token bucket per URL at ``requests_per_second`` (this process's share); each call
   of a JSON-RPC batch takes a token, as providers count them.
 - **Adaptive eth_getLogs ranges**, per URL (providers differ) and per filter (densities differ):
   start at ``max_block_range``; when a provider says the range or result set is too big, use its
-  suggested range (always a sub-range starting at the requested ``fromBlock``; the rest follows
-  in the next request), else the block limit it names, else fall back to the last span that
-  worked, else halve. When the provider named a result cap (or one can be inferred: a span that
-  worked before fails now), ranges follow a forecast of the log density from the blocks just
-  fetched (``engine.log_density``: since the latest rate shift, with its trend) to about 90% of a
-  named cap (all of an inferred one), growing at most 4x per request. Otherwise a soft block
-  limit grows slowly after successes (+10% after 10 in a row, bisecting towards a span that failed;
-  doubling when requests come back far emptier than before), never above a limit the provider
-  named (or suggested twice) or ``max_block_range``. A sub-range that times out twice is halved;
-  one that keeps failing for other reasons is bisected down to a single block, so ``RangeFailed``
-  names the smallest range that could not be fetched. Never an empty success.
-  ``iter_logs`` yields each sub-range as it arrives (no fixed chunks needed by the caller).
+  suggested range (always a sub-range starting at the requested ``fromBlock``; the rest follows in
+  the next request), else the block limit it names, else fall back to the last span that worked,
+  else halve; an "invalid params" answer (-32600/-32602) to a multi-block request, in words no
+  pattern knows, counts as such a limit. When the provider named a result cap (or one can be
+  inferred: a span that worked before fails now), ranges follow a forecast of the log density from
+  the blocks just fetched (``engine.log_density``: the rate of the latest homogeneous stretch,
+  bursts cut out, with its trend) to about 90% of a named cap (all of an inferred one), growing at
+  most 4x per request. Otherwise a soft block limit grows slowly after successes (+10% after 10 in
+  a row, bisecting towards a span that failed; doubling when requests come back far emptier than
+  before), never above a limit the provider named (or suggested twice) or ``max_block_range``. A
+  sub-range that times out twice is halved; one that keeps failing for other reasons is bisected
+  down to a single block (the search goes on from one sub-range to the next, and its failures do
+  not count against the URL), so ``RangeFailed`` names the smallest range that could not be
+  fetched. Never an empty success. ``iter_logs`` yields each sub-range as it arrives (no fixed
+  chunks needed by the caller).
 - **Health**: per URL calls, calls/s, errors by kind, 429s, p50/p95 latency, current range and
   cooling-until, with URLs masked (``engine.masking``). Every message passed to ``on_event`` is
   masked too.
