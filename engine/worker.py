@@ -280,7 +280,7 @@ class Worker:
             what = f"blocks [{exc.from_block}, {exc.to_block}]"
             self.error("range_failed", f"{what} could not be fetched ({exc.kind}): {exc}", day)
         else:
-            what = f"{exc.kind}"
+            what = f"an RPC call ({exc.kind})"
             self.error(exc.kind or "rpc_error", str(exc), day)
         self.alive(phase="day_failed")
         self.error(
