@@ -19,6 +19,7 @@ import re
 import socket
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -396,8 +397,60 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def format_status_text(status_dict: dict) -> str:
-    """Render a `ctl status` reply as a header line plus an aligned per-worker table."""
+def _table(columns: list[str], right: set[str], rows: list[list[str]]) -> list[str]:
+    """Aligned lines of a table: a header, then one line per row."""
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+
+    def line(cells: list[str]) -> str:
+        out = [
+            cell.rjust(widths[i]) if columns[i] in right else cell.ljust(widths[i])
+            for i, cell in enumerate(cells)
+        ]
+        return "  ".join(out).rstrip()
+
+    return [line(columns), *(line(r) for r in rows)]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _ms(value: Any) -> str:
+    return f"{value:.0f}" if _number(value) else "-"
+
+
+def _rate(value: Any) -> str:
+    return f"{value:.1f}" if _number(value) else "-"
+
+
+def _rpc_table(urls: list[dict], now: float) -> list[str]:
+    """The RPC health rows of `ctl status`: one per URL (masked)."""
+    columns = ["RPC URL", "CALLS", "REQ/S", "429", "P50MS", "P95MS", "RANGE", "STATE", "ERRORS"]
+    right = {"CALLS", "REQ/S", "429", "P50MS", "P95MS", "RANGE"}
+    rows = []
+    for h in urls:
+        errors = h.get("errors") or {}
+        cool = h.get("cooling_until")
+        state = f"cool {max(0, int(cool - now))}s" if _number(cool) else "ok"
+        rows.append(
+            [
+                _cell(h.get("url")),
+                _cell(h.get("calls")),
+                _rate(h.get("calls_per_s")),
+                _cell(h.get("http_429")),
+                _ms(h.get("p50_ms")),
+                _ms(h.get("p95_ms")),
+                _cell(h.get("current_range")),
+                state,
+                ", ".join(f"{k} {v:,}" for k, v in sorted(errors.items(), key=lambda kv: -kv[1]))
+                or "-",
+            ]
+        )
+    return _table(columns, right, rows)
+
+
+def format_status_text(status_dict: dict, now: float | None = None) -> str:
+    """Render a `ctl status` reply: a header line, a per-worker table, then a per-URL RPC table."""
     s = status_dict
     done, total = s.get("days_complete"), s.get("days_total")
     days = f"{_cell(done)}/{_cell(total)} COMPLETE"
@@ -420,15 +473,9 @@ def format_status_text(status_dict: dict) -> str:
                 _clip(_cell(w.get("last_error")), 80),
             ]
         )
-    if not rows:
+    lines = [header, ""] + (_table(columns, right, rows) if rows else ["(no workers)"])
+    if s.get("rpc"):
+        lines += ["", *_rpc_table(s["rpc"], time.time() if now is None else now)]
+    if not rows and not s.get("rpc"):
         return header + "\n(no workers)\n"
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-
-    def line(cells: list[str]) -> str:
-        out = [
-            cell.rjust(widths[i]) if columns[i] in right else cell.ljust(widths[i])
-            for i, cell in enumerate(cells)
-        ]
-        return "  ".join(out).rstrip()
-
-    return "\n".join([header, "", line(columns), *(line(r) for r in rows)]) + "\n"
+    return "\n".join(lines) + "\n"

@@ -795,6 +795,21 @@ class Engine:
                 {"kind": e.kind, "shard": e.shard, "count": e.count, "last": e.last_message}
                 for e in st.errors
             ],
+            # Per URL (masked), merged over the workers: see merge_rpc_health.
+            "rpc": [
+                {
+                    "url": h.url,
+                    "calls": h.calls,
+                    "calls_per_s": round(h.calls_per_s, 2),
+                    "http_429": h.http_429,
+                    "errors": dict(h.errors),
+                    "p50_ms": h.p50_ms,
+                    "p95_ms": h.p95_ms,
+                    "current_range": h.current_range,
+                    "cooling_until": h.cooling_until,
+                }
+                for h in st.rpc
+            ],
         }
 
     def handle_command(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -344,3 +344,48 @@ def test_format_status_text() -> None:
 
 def test_format_status_text_without_workers_or_keys() -> None:
     assert format_status_text({}) == "state -   shards -   days -/- COMPLETE\n(no workers)\n"
+
+
+def test_format_status_text_shows_rpc_health_per_url() -> None:
+    status = {
+        "state": "RUNNING",
+        "shards": 1,
+        "days_complete": 1,
+        "days_total": 4,
+        "workers": [],
+        "rpc": [
+            {
+                "url": "https://polygon-mainnet.infura.io/v3/***",
+                "calls": 12345,
+                "calls_per_s": 19.96,
+                "http_429": 31,
+                "errors": {"rpc_429": 31, "timeout": 2, "range_split": 40},
+                "p50_ms": 88.4,
+                "p95_ms": 412.0,
+                "current_range": 1200,
+                "cooling_until": None,
+            },
+            {
+                "url": "https://rpc.ankr.com/polygon/***",
+                "calls": 7,
+                "calls_per_s": 0.0,
+                "http_429": 0,
+                "errors": {"conn": 5},
+                "p50_ms": None,
+                "p95_ms": None,
+                "current_range": None,
+                "cooling_until": 1_000_025.4,
+            },
+        ],
+    }
+    text = format_status_text(status, now=1_000_000.0)
+    assert text.splitlines()[2:] == [
+        "(no workers)",
+        "",
+        "RPC URL                                    CALLS  REQ/S  429  P50MS  P95MS  RANGE  STATE"
+        "     ERRORS",
+        "https://polygon-mainnet.infura.io/v3/***  12,345   20.0   31     88    412  1,200  ok"
+        "        range_split 40, rpc_429 31, timeout 2",
+        "https://rpc.ankr.com/polygon/***               7    0.0    0      -      -      -"
+        "  cool 25s  conn 5",
+    ]
