@@ -60,6 +60,9 @@ def worker_budget(rps: float, shards: int, own_shards_with_work: int, explicit: 
     return rps / max(1, own_shards_with_work)
 
 
+#: Key of the gone worker processes' RPC counts among the shards' reports (never a live shard).
+RETIRED_REPORTS = -1
+
 #: Separates a masked URL from its position in rpc.urls when two URLs mask alike ("... #2").
 RPC_LABEL_TAG = " #"
 
@@ -195,6 +198,10 @@ class Engine:
         self.completed_by_shard: dict[int, int] = {}
         self.errors: dict[tuple[str, int | None], ErrorGroup] = {}
         self.rpc_by_shard: dict[int, list[dict]] = {}
+        self.rpc_pid: dict[int, int | None] = {}  # the process each shard's report came from
+        # Counts of worker processes that are gone (restarted, scaled away), per URL: the panel's
+        # calls, 429s and errors stay totals of the run rather than of the current processes.
+        self.rpc_retired: dict[object, dict] = {}
         self.gates: list[GateResult] = []
         self.messages: deque[str] = deque(maxlen=20)
         self.rate_samples: deque[tuple[float, int]] = deque(maxlen=600)
@@ -410,6 +417,10 @@ class Engine:
             if sup is not None and sup.shards.get(sh.shard) is not sh:
                 return  # a late report of a worker scaled away (its entry is dropped in scale)
             with self.lock:
+                if self.rpc_pid.get(sh.shard, sh.pid) != sh.pid:
+                    # A new process of this shard: the old one's last report is final.
+                    self._retire_rpc(self.rpc_by_shard.get(sh.shard, []))
+                self.rpc_pid[sh.shard] = sh.pid
                 self.rpc_by_shard[sh.shard] = list(msg.get("health") or [])
         elif t == "done":
             # Its last checkpoints should not wait for the loader's timer.
@@ -630,9 +641,31 @@ class Engine:
                 worst = max(worst, remaining * elapsed / done)
         return worst
 
+    def _retire_rpc(self, report: list[dict]) -> None:
+        """Fold the counts of a gone process's last report into rpc_retired (lock held)."""
+        for h in report:
+            key = h.get("index", h.get("url"))
+            tot = self.rpc_retired.get(key)
+            if tot is None:
+                tot = {"url": h.get("url"), "calls": 0, "http_429": 0, "errors": {}}
+                if h.get("index") is not None:
+                    tot["index"] = h["index"]
+                self.rpc_retired[key] = tot
+            tot["calls"] += int(h.get("calls", 0))
+            tot["http_429"] += int(h.get("http_429", 0))
+            errors = tot["errors"]
+            for kind, n in (h.get("errors") or {}).items():
+                errors[kind] = errors.get(kind, 0) + int(n)
+
     def _rpc_health(self, live: set[int] | None = None) -> list[RpcHealth]:
-        """Per URL health over the workers' latest reports (caller holds the lock)."""
-        return merge_rpc_health(self.rpc_by_shard, live)
+        """Per URL health over the workers' latest reports and the gone processes' counts
+        (caller holds the lock)."""
+        reports = dict(self.rpc_by_shard)
+        if self.rpc_retired:
+            # Counts only (no rate, latency, range or cooldown), under a key no shard has.
+            reports[RETIRED_REPORTS] = list(self.rpc_retired.values())
+            live = set(self.rpc_by_shard) if live is None else live
+        return merge_rpc_health(reports, live)
 
     def day_grid(self) -> list[str]:
         with self.lock:
@@ -685,12 +718,12 @@ class Engine:
                 self.completed_by_shard = {}
             sup.scale(shards)
             with self.lock:
-                # Shards scaled away will not report again: drop their last RPC reports, or
-                # their counts (and stale rates) would stay in the RPC panel for good. A DONE
-                # shard's report is kept instead (merge_rpc_health counts it as history and
-                # takes no rate from it): its calls and 429s are part of this run.
+                # Shards scaled away will not report again: their counts move to the retired
+                # totals (their stale rates and latencies go). A DONE shard's report is kept as
+                # it is (merge_rpc_health counts it as history and takes no rate from it).
                 for k in [k for k in self.rpc_by_shard if k >= shards]:
-                    del self.rpc_by_shard[k]
+                    self._retire_rpc(self.rpc_by_shard.pop(k))
+                    self.rpc_pid.pop(k, None)
             self.notice(f"scaled {old} -> {shards} shards")
 
         if not self._background("scale", run):

@@ -233,3 +233,40 @@ def test_scale_down_drops_the_reports_of_shards_scaled_away():
     assert sorted(eng.rpc_by_shard) == [0, 1]
     eng._on_message(new[1], {"t": "rpc", "health": [report(0, "https://a/***", calls=1)]})
     assert eng.rpc_by_shard[1][0]["calls"] == 1
+
+
+def test_a_restarted_workers_counts_add_to_those_of_the_process_before_it():
+    eng = make_engine(days=8, shards=2)
+    eng.loader = SimpleNamespace()  # type: ignore[assignment]
+    before, after = Shard(0, pid=100), Shard(0, pid=200)
+    first = report(0, "https://a/***", calls=50, http_429=3, errors={"rpc_429": 3})
+    eng._on_message(before, {"t": "rpc", "health": [first]})
+    eng._on_message(before, {"t": "rpc", "health": [{**first, "calls": 60}]})  # cumulative
+    eng._on_message(
+        after,
+        {"t": "rpc", "health": [report(0, "https://a/***", calls=5, errors={"timeout": 1})]},
+    )
+    (row,) = eng._rpc_health()
+    assert (row.calls, row.http_429, row.errors) == (65, 3, {"rpc_429": 3, "timeout": 1})
+    eng._on_message(after, {"t": "rpc", "health": [report(0, "https://a/***", calls=9)]})
+    (row,) = eng._rpc_health()
+    assert row.calls == 69  # the same process again: its report replaces its last one
+
+
+def test_scaled_away_shards_keep_their_counts_in_the_totals():
+    eng = make_engine(days=8, shards=4)
+    sup = SimpleNamespace(shards={}, shard_ids=list(range(4)), scale=lambda n: None)
+    eng.supervisor = sup  # type: ignore[assignment]
+    eng.loader = SimpleNamespace()  # type: ignore[assignment]
+    eng.state = "running"
+    for k in range(4):
+        sup.shards[k] = Shard(k, pid=10 + k)
+        health = [report(0, "https://a/***", calls=10, http_429=1, calls_per_s=2.0)]
+        eng._on_message(sup.shards[k], {"t": "rpc", "health": health})
+    assert eng.scale(2).startswith("scaling")
+    deadline = time.monotonic() + 5
+    while eng.busy() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (row,) = eng._rpc_health()
+    assert (row.calls, row.http_429) == (40, 4)
+    assert row.calls_per_s == 4.0  # only the two shards still reporting
