@@ -678,6 +678,7 @@ class RpcPool:
         attempts = SPLIT_ATTEMPTS if searching else self.max_attempts
         key = json.dumps([address, topics], sort_keys=True)
         timeouts = [0]
+        failures: Counter[str] = Counter()  # kinds of the failed attempts at this level
         while True:
             last: list[tuple[int, int]] = []
 
@@ -719,6 +720,7 @@ class RpcPool:
                         self._shrink(ep, st, start, end, unknown)
                         continue
                     except _AttemptFailed as exc:
+                        failures[exc.classified.kind] += 1
                         if exc.classified.kind == rpc_errors.TIMEOUT and end > start:
                             timeouts[0] += 1
                             if timeouts[0] % TIMEOUTS_BEFORE_SPLIT == 0:
@@ -743,8 +745,11 @@ class RpcPool:
                 raise
             except RpcError as exc:
                 a, b = last[0] if last else (start, start)
-                if b > a and exc.exhausted and exc.kind != rpc_errors.RATE_LIMIT:
+                blocks_fault = any(k != rpc_errors.RATE_LIMIT for k in failures)
+                failures.clear()
+                if b > a and exc.exhausted and blocks_fault:
                     # Keeps failing for a non-range reason: bisect to isolate the bad block(s).
+                    # (Only rate limits, with no other failure, say nothing about the blocks.)
                     cap = max(1, (b - a + 1) // 2)
                     attempts = min(self.max_attempts, SPLIT_ATTEMPTS)
                     searching = True

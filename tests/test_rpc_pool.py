@@ -406,3 +406,17 @@ def test_a_failing_block_is_isolated_in_few_requests(chain):
         assert pool.get_logs(2000, bad_block - 1, [EMITTER_A], []) == chain.direct(
             2000, bad_block - 1, [EMITTER_A]
         )
+
+
+def test_a_failing_block_is_isolated_even_when_another_url_rate_limits(chain):
+    # The 429s of one URL say nothing about the blocks; the 500s of the other one do.
+    bad_block = 3001
+    with (
+        FaultProxy(chain.url, FaultConfig(fail_blocks=frozenset({bad_block}))) as p1,
+        FaultProxy(chain.url, FaultConfig(p_429=1.0)) as p2,
+    ):
+        pool = RpcPool([p1.url, p2.url], max_block_range=2000, **FAST)
+        with pytest.raises(RangeFailed) as info:
+            pool.get_logs(2000, 3999, [EMITTER_A], [])
+        assert (info.value.from_block, info.value.to_block) == (bad_block, bad_block)
+        assert p2.counts["eth_getLogs"] > 0
