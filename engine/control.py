@@ -368,8 +368,12 @@ def parse_shard_ids(text: str, shards: int) -> list[int]:
 # -- human rendering of `ctl status` -----------------------------------------------------------
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _age(seconds: Any) -> str:
-    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+    if not _number(seconds):
         return "-"
     s = max(0, int(round(seconds)))
     if s < 60:
@@ -409,10 +413,6 @@ def _table(columns: list[str], right: set[str], rows: list[list[str]]) -> list[s
         return "  ".join(out).rstrip()
 
     return [line(columns), *(line(r) for r in rows)]
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _ms(value: Any) -> str:

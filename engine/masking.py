@@ -126,27 +126,34 @@ def _mask_hostport(hostport: str) -> str:
     return _mask_host(host) + colon + port
 
 
+def _key_labels(host: str) -> list[int]:
+    """Positions of the labels of `host` that look like keys.
+
+    Only the labels left of the registered domain (e.g. "alchemy.com") can hold a key, and never
+    in an IPv4 address."""
+    bare = host.rstrip(".")
+    labels = bare.split(".")
+    if len(labels) < 3 or _IPV4.fullmatch(bare):
+        return []
+    return [i for i in range(len(labels) - 2) if _looks_like_key(labels[i], host_label=True)]
+
+
 def _mask_host(host: str) -> str:
-    labels = host.rstrip(".").split(".")
-    if len(labels) < 3 or _IPV4.fullmatch(host.rstrip(".")):
+    keys = _key_labels(host)
+    if not keys:
         return host
-    # Only the labels left of the registered domain (e.g. "alchemy.com") can hold a key.
-    for i in range(len(labels) - 2):
-        if _looks_like_key(labels[i], host_label=True):
-            labels[i] = MASK
-    return ".".join(labels) + ("." if host.endswith(".") else "")
+    labels = host.rstrip(".").split(".")
+    shown = [MASK if i in keys else label for i, label in enumerate(labels)]
+    return ".".join(shown) + ("." if host.endswith(".") else "")
 
 
 def _host_key_labels(hostport: str) -> list[str]:
     """The host labels that `_mask_hostport` hides."""
-    masked = _mask_hostport(hostport)
-    if masked == hostport:
+    if hostport.startswith("["):  # IPv6 literal
         return []
-    return [
-        label
-        for label, shown in zip(hostport.split("."), masked.split("."), strict=False)
-        if shown == MASK and label != MASK
-    ]
+    host = hostport.partition(":")[0]
+    labels = host.rstrip(".").split(".")
+    return [labels[i] for i in _key_labels(host)]
 
 
 def _mask_unparseable(text: str) -> str:

@@ -675,7 +675,8 @@ class RpcPool:
         """
         searching = narrow is not None  # isolating failing blocks (bisecting)
         cap = narrow or stop - start + 1  # local limit, lowered by bisection after failures
-        attempts = SPLIT_ATTEMPTS if searching else self.max_attempts
+        split_attempts = min(self.max_attempts, SPLIT_ATTEMPTS)
+        attempts = split_attempts if searching else self.max_attempts
         key = json.dumps([address, topics], sort_keys=True)
         timeouts = [0]
         failures: Counter[str] = Counter()  # kinds of the failed attempts at this level
@@ -751,7 +752,7 @@ class RpcPool:
                     # Keeps failing for a non-range reason: bisect to isolate the bad block(s).
                     # (Only rate limits, with no other failure, say nothing about the blocks.)
                     cap = max(1, (b - a + 1) // 2)
-                    attempts = min(self.max_attempts, SPLIT_ATTEMPTS)
+                    attempts = split_attempts
                     searching = True
                     self._emit(
                         "range_split",

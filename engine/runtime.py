@@ -88,20 +88,19 @@ def merge_rpc_health(
     of requests, so this approximates the median of all their calls, and a just-restarted worker
     with a handful of calls cannot swing it the way a max or a plain mean would.
     """
-    rows: dict[tuple[int, object], RpcHealth] = {}
-    position: dict[tuple[int, object], int | None] = {}
+    # Key: (0, index) for a report with its position in the URL list, else (1, masked url).
+    rows: dict[tuple[int, int | str], RpcHealth] = {}
     # Per row: (live, p50, p95, calls, current_range) of each report, for the "now" values.
-    samples: dict[tuple[int, object], list[tuple[bool, Any, Any, int, Any]]] = {}
+    samples: dict[tuple[int, int | str], list[tuple[bool, Any, Any, int, Any]]] = {}
     for shard, healths in by_shard.items():
         is_live = live is None or shard in live
         for h in healths:
             url = str(h.get("url", "?"))
             idx = h.get("index")
-            key: tuple[int, object] = (0, int(idx)) if idx is not None else (1, url)
+            key: tuple[int, int | str] = (0, int(idx)) if idx is not None else (1, url)
             agg = rows.get(key)
             if agg is None:
                 agg = rows[key] = RpcHealth(url=url)
-                position[key] = int(idx) if idx is not None else None
             calls = int(h.get("calls", 0))
             agg.calls += calls
             agg.http_429 += int(h.get("http_429", 0))
@@ -143,8 +142,7 @@ def merge_rpc_health(
         agg = rows[key]
         if label_count[agg.url] > 1:
             nth[agg.url] = nth.get(agg.url, 0) + 1
-            pos = position[key]
-            tag = pos + 1 if pos is not None else nth[agg.url]
+            tag = int(key[1]) + 1 if key[0] == 0 else nth[agg.url]
             agg.url = f"{agg.url}{RPC_LABEL_TAG}{tag}"
         out.append(agg)
     return out
