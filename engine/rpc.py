@@ -679,7 +679,7 @@ class RpcPool:
         attempts = split_attempts if searching else self.max_attempts
         key = json.dumps([address, topics], sort_keys=True)
         timeouts = [0]
-        failures: Counter[str] = Counter()  # kinds of the failed attempts at this level
+        failures: Counter[str] = Counter()  # kinds of the failed attempts of this sub-range
         while True:
             last: list[tuple[int, int]] = []
 
@@ -746,11 +746,13 @@ class RpcPool:
                 raise
             except RpcError as exc:
                 a, b = last[0] if last else (start, start)
-                blocks_fault = any(k != rpc_errors.RATE_LIMIT for k in failures)
-                failures.clear()
+                # Rate limits alone say nothing about the blocks; any other failure of this
+                # sub-range, at any level of the search, does (and so does a search carried on
+                # from the sub-range before): a level whose few attempts all met a throttled
+                # URL does not end the search.
+                blocks_fault = searching or any(k != rpc_errors.RATE_LIMIT for k in failures)
                 if b > a and exc.exhausted and blocks_fault:
                     # Keeps failing for a non-range reason: bisect to isolate the bad block(s).
-                    # (Only rate limits, with no other failure, say nothing about the blocks.)
                     cap = max(1, (b - a + 1) // 2)
                     attempts = split_attempts
                     searching = True
