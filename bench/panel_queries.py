@@ -1,4 +1,4 @@
-"""Time every console panel query (engine/panels.py) on staging tables holding 10M rows.
+"""Time every console panel query (engine/store/panels.py) on staging tables holding 10M rows.
 
     .venv/bin/python bench/panel_queries.py [--rows 10000000] [--runs 5] [--path DIR] [--keep]
 
@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import panels  # noqa: E402
-from engine.store import ChdbStore  # noqa: E402
+from engine.store import panels  # noqa: E402
+from engine.store.client import ChdbStore  # noqa: E402
 
 DAYS = 1048
 START_DATE = "2022-12-18"

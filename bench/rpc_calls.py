@@ -18,7 +18,7 @@ lean HTTP client, no retry or range logic).
     .venv/bin/python bench/rpc_calls.py [--days 7] [--styles infura,alchemy,too_wide] [--seed 3]
 
 Seeds differ (one call moves a seed by ~0.013); compare changes over many. 2026-11-29, with the
-segmented density forecast (engine.log_density): infura seeds 1-8 1.20-1.23 (92/76, 92/75, 92/76,
+segmented density forecast (rpc.log_density): infura seeds 1-8 1.20-1.23 (92/76, 92/75, 92/76,
 92/76, 90/75, 90/74, 93/77, 91/75), seeds 1-16 together 1455/1208 = 1.204 (the first forecast:
 1.230); too_wide seeds 1-16 1.358 (was 1.379); online bound 1.11-1.13.
 """
@@ -38,8 +38,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.http_transport import HttpConnection  # noqa: E402
-from engine.rpc import RpcPool  # noqa: E402
+from engine.rpc.http_transport import HttpConnection  # noqa: E402
+from engine.rpc.pool import RpcPool  # noqa: E402
 from tests.fault_proxy import (  # noqa: E402
     EMITTER_A,
     EMITTER_B,

@@ -6,7 +6,7 @@
 2. End to end: the real Engine (worker processes -> loader -> embedded chdb) backfills every day
    into a fresh store; timed from start() until every day is COMPLETE (rebuild not included).
 3. Raw: the same eth_getLogs queries over the same day ranges, with the same number of processes,
-   the same lean HTTP client the workers use (engine.http_transport) + orjson.loads, no decoding,
+   the lean HTTP client the workers use (engine.rpc.http_transport) + orjson.loads, no decoding,
    no store: the node's deliverable rate with the least client work. The target is judged
    against this one.
 4. For context, the same raw fetch with `requests` + json.loads (what a plain script does).
@@ -41,7 +41,7 @@ from engine.constants import (  # noqa: E402
     TRANSFER_TOPIC,
 )
 from engine.devchain import DevchainSpec, start_devchain  # noqa: E402
-from engine.http_transport import HttpConnection  # noqa: E402
+from engine.rpc.http_transport import HttpConnection  # noqa: E402
 from engine.runtime import Engine  # noqa: E402
 from engine.worker import topic_for_address  # noqa: E402
 

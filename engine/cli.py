@@ -340,7 +340,7 @@ def analytics_main(cmd: str, argv: list[str]) -> int:
         cfg = _load(args.config)
     except ConfigError as exc:
         return _fail_config(exc)
-    from engine import gates, rebuild
+    from engine.analytics import gates, rebuild
 
     return gates.cli_hard_gate(cfg) if cmd == "hard-gate" else rebuild.cli_rebuild(cfg)
 

@@ -15,16 +15,14 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine import maintenance, panels
+from engine.analytics.gates import run_gates
+from engine.analytics.rebuild import rebuild
 from engine.config import MAX_SHARDS, Config
 from engine.constants import check_topics
 from engine.control import ControlServer, socket_path_for
 from engine.decode import TABLES
-from engine.gates import run_gates
-from engine.loader import Loader
 from engine.masking import mask_url
-from engine.rebuild import rebuild
-from engine.rpc import RpcPool
+from engine.rpc.pool import RpcPool
 from engine.status import (
     DONE,
     FATAL,
@@ -35,7 +33,9 @@ from engine.status import (
     RpcHealth,
     WorkerStatus,
 )
-from engine.store import Store, open_store
+from engine.store import maintenance, panels
+from engine.store.client import Store, open_store
+from engine.store.loader import Loader
 from engine.supervisor import Shard, Supervisor
 
 log = logging.getLogger("engine")
@@ -495,7 +495,7 @@ class Engine:
             self.state = "complete"
 
     def _on_complete_hook(self) -> None:
-        """Rebuild analytics once everything is staged (engine/rebuild.py), in the background."""
+        """Rebuild analytics once everything is staged (analytics/rebuild.py), in the background."""
 
         def run() -> None:
             assert self.store is not None

@@ -33,7 +33,7 @@ from engine.days import BlockClock, day_start_ts
 from engine.decode import DecodeFilter, decode_logs
 from engine.masking import mask_secrets
 from engine.protocol import PARENT_PID_ENV, encode, encode_rows
-from engine.rpc import RangeFailed, RpcError, RpcPool
+from engine.rpc.pool import RangeFailed, RpcError, RpcPool
 
 log = logging.getLogger("worker")
 

@@ -122,7 +122,7 @@ def store_query(config: Path, sql: str) -> list[list[Any]]:
 
 def _main() -> None:
     from engine.config import load_config
-    from engine.store import open_store
+    from engine.store.client import open_store
 
     cfg = load_config(sys.argv[1])
     store = open_store(cfg)

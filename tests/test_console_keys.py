@@ -552,7 +552,8 @@ def test_day_grid_folding_never_hides_a_gap():
 
 def test_boundaries_engine_never_imports_textual_console_has_no_sql():
     code = (
-        "import sys, engine.status, engine.panels, engine.runtime, engine.cli, engine.supervisor;"
+        "import sys, engine.status, engine.store.panels, engine.runtime, engine.cli,"
+        " engine.supervisor;"
         "bad = sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.'));"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from eth_abi import decode as abi_decode
 
+from engine.analytics.positions import outcome_token_ids
 from engine.config import (
     CONDITIONAL_TOKENS,
     CTF_EXCHANGE,
@@ -40,7 +41,6 @@ from engine.constants import (
 from engine.devchain import Devchain, DevchainSpec, load_ground_truth, start_devchain
 from engine.devchain.anvil import Rpc
 from engine.devchain.history import day_start, generate, ground_truth
-from engine.positions import outcome_token_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 EXCHANGES = (CTF_EXCHANGE, NEGRISK_CTF_EXCHANGE, CTF_EXCHANGE_V2, NEGRISK_CTF_EXCHANGE_V2)

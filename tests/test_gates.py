@@ -15,6 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from engine.analytics.gates import (
+    GATE_NAMES,
+    conservation_errors,
+    hard_gate,
+    run_gate_checks,
+    run_gates,
+)
+from engine.analytics.positions import outcome_token_ids
+from engine.analytics.rebuild import build_analytics, rebuild
 from engine.config import Config, load_config
 from engine.decode import (
     ERC20_COLUMNS,
@@ -23,12 +32,9 @@ from engine.decode import (
     RESOLUTION_COLUMNS,
     winning_index,
 )
-from engine.gates import GATE_NAMES, conservation_errors, hard_gate, run_gate_checks, run_gates
-from engine.loader import CHECKPOINT_COLUMNS
-from engine.positions import outcome_token_ids
-from engine.rebuild import build_analytics, rebuild
 from engine.status import GateResult
-from engine.store import Store, open_store
+from engine.store.client import Store, open_store
+from engine.store.loader import CHECKPOINT_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 USDC = "0x2791bca1f2de4661ed88a30c99a7a9449aa84174"

@@ -1,4 +1,4 @@
-"""engine.http_transport against small loopback HTTP servers: reuse, reconnects, errors, auth."""
+"""engine.rpc.http_transport against small loopback HTTP servers: reuse, reconnects, errors, auth"""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from engine.http_transport import HttpConnection, TransportError, TransportTimeout
+from engine.rpc.http_transport import HttpConnection, TransportError, TransportTimeout
 
 
 class _Handler(BaseHTTPRequestHandler):

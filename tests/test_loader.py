@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from engine.config import load_config
-from engine.loader import Loader
-from engine.store import open_store
+from engine.store.client import open_store
+from engine.store.loader import Loader
 
 
 def _rows(day: int, n: int) -> bytes:

@@ -1,10 +1,10 @@
-"""engine.log_density: the eth_getLogs span forecast from the per-block log counts just fetched."""
+"""engine.rpc.log_density: eth_getLogs span forecast from the per-block log counts just fetched."""
 
 from __future__ import annotations
 
 import random
 
-from engine.log_density import (
+from engine.rpc.log_density import (
     UNCERTAINTY_K,
     WINDOW_BLOCKS,
     _events,

@@ -1,4 +1,4 @@
-"""engine/panels.py against a real embedded chdb store in a temporary directory."""
+"""engine/store/panels.py against a real embedded chdb store in a temporary directory."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine import panels
 from engine.decode import ERC20_COLUMNS as ERC20_COLS
 from engine.decode import ERC1155_COLUMNS as ERC1155_COLS
-from engine.loader import CHECKPOINT_COLUMNS as CHECKPOINT_COLS
 from engine.status import DAY_DONE, DAY_FAILED, DAY_PENDING, DAY_RUNNING
-from engine.store import open_store
+from engine.store import panels
+from engine.store.client import open_store
+from engine.store.loader import CHECKPOINT_COLUMNS as CHECKPOINT_COLS
 
 TS = "2022-12-18 00:00:01"
 

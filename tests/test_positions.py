@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.positions import (
+from engine.analytics.positions import (
     ZERO32,
     collection_id,
     condition_id,

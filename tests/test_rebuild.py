@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
+from engine.analytics.rebuild import ANALYTICS_TABLES, NEW_SUFFIX, RebuildOutcome, rebuild
 from engine.config import Config, load_config
 from engine.decode import TABLES, DecodeFilter, decode_logs
 from engine.devchain import DevchainSpec, start_devchain
 from engine.devchain.anvil import Rpc
 from engine.devchain.expected_analytics import Expected, expected_analytics
-from engine.loader import CHECKPOINT_COLUMNS
-from engine.rebuild import ANALYTICS_TABLES, NEW_SUFFIX, RebuildOutcome, rebuild
-from engine.store import Store, open_store
+from engine.store.client import Store, open_store
+from engine.store.loader import CHECKPOINT_COLUMNS
 
 DAYS = 6
 SEED = 7  # resolves a one-hot, a [1, 1] and a 3-outcome market; win rate lands in the band
@@ -320,7 +320,7 @@ def test_clean_rebuild_is_exact_and_swapped(env: Env) -> None:
 
 
 def test_strict_gates_standalone_pass_on_clean_data(env: Env) -> None:
-    from engine.gates import hard_gate, run_gates
+    from engine.analytics.gates import hard_gate, run_gates
 
     env.restore_inputs()
     assert hard_gate(env.store, env.cfg)
@@ -466,7 +466,7 @@ def test_clean_rebuild_after_faults_swaps_again(env: Env) -> None:
 
 
 def test_failed_swap_part_way_is_undone(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.rebuild as rb
+    import engine.analytics.rebuild as rb
 
     env.ensure_good_live()
     env.restore_inputs()

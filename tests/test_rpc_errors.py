@@ -1,11 +1,10 @@
-"""Unit tests for engine.rpc_errors.classify: every provider message shape we know of."""
+"""Unit tests for engine.rpc.errors.classify: every provider message shape we know of."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.rpc import parse_retry_after
-from engine.rpc_errors import (
+from engine.rpc.errors import (
     BAD_JSON,
     CONN,
     HTTP_5XX,
@@ -16,6 +15,7 @@ from engine.rpc_errors import (
     TIMEOUT,
     classify,
 )
+from engine.rpc.pool import parse_retry_after
 
 
 def err(code: int, message: str, data: object = None) -> dict:

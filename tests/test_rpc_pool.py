@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from engine.rpc import RangeFailed, RpcError, RpcPool
+from engine.rpc.pool import RangeFailed, RpcError, RpcPool
 from tests.fault_proxy import (
     ANVIL_BIN,
     CAP_STYLES,

@@ -50,6 +50,7 @@ from typing import Any
 from eth_abi import encode as abi_encode
 from eth_hash.auto import keccak
 
+from engine.analytics.positions import condition_id, outcome_token_ids
 from engine.constants import (
     CONDITION_RESOLUTION_TOPIC,
     SECONDS_PER_DAY,
@@ -59,7 +60,6 @@ from engine.constants import (
     TRANSFER_TOPIC,
     ZERO_ADDRESS,
 )
-from engine.positions import condition_id, outcome_token_ids
 
 # Bump when the generated history changes, so cached chains of older generators are not reused.
 GENERATOR_VERSION = 5

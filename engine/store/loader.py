@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.decode import TABLES
-from engine.store import Store
+from engine.store.client import Store
 
 log = logging.getLogger("loader")
 

@@ -3,7 +3,7 @@
 -- progress, '_check' for a standalone gate run and '_prev' for the version a swap replaced.
 -- Formulas and sign conventions: docs/ANALYTICS.md. Statements are separated by ';' at line end.
 
--- ConditionalTokens position id -> (condition, outcome), computed in Python (engine/positions.py)
+-- ConditionalTokens position id -> (condition, outcome), computed in Python (engine/analytics/positions.py)
 -- for every condition seen in condition_resolutions or token_registrations.
 CREATE TABLE IF NOT EXISTS {db}.token_outcomes{sfx}
 (

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from engine.store import Store
+from engine.store.client import Store
 
-# Partition key of the staging tables is intDiv(day_idx, PARTITION_DAYS) (engine/sql/schema.sql).
+# Partition key of the staging tables is intDiv(day_idx, PARTITION_DAYS) (store/sql/schema.sql).
 PARTITION_DAYS = 32
 PARTITIONED = ("erc20_transfers_staging", "erc1155_transfers_staging")
 UNPARTITIONED = ("condition_resolutions", "token_registrations", "backfill_checkpoint")

@@ -1,4 +1,4 @@
--- Gate queries, one per "-- query: NAME" section; engine/gates.py turns their rows into gate values.
+-- Gate queries, one per "-- query: NAME" section; engine/analytics/gates.py turns their rows into gate values.
 -- Placeholders as in rebuild.sql: {db}, {sfx} (the analytics tables under test), {start_date},
 -- {days}, {cash_tokens} (the collateral), {issuers}. Formulas and thresholds: docs/ANALYTICS.md.
 

@@ -1,7 +1,7 @@
 """Store queries behind the console's panels: day grid, duplicates, disk, staged rows.
 
 Every function takes a store with `query(sql) -> list[tuple]` and a `database` attribute
-(engine/store.py), runs plain SQL that works the same on embedded chdb and a ClickHouse server, and
+(store/client.py), runs plain SQL that works the same on embedded chdb and a ClickHouse server, and
 returns the plain dataclasses of engine/status.py. The console never sees SQL; it calls the Engine,
 which calls these.
 
@@ -33,7 +33,7 @@ from engine.status import (
     DuplicateCheck,
 )
 
-# Staging tables and their natural (ReplacingMergeTree ORDER BY) keys: engine/sql/schema.sql.
+# Staging tables and their natural (ReplacingMergeTree ORDER BY) keys: engine/store/sql/schema.sql.
 DUPLICATE_KEYS: dict[str, tuple[str, ...]] = {
     "erc20_transfers_staging": ("tx_hash", "log_index"),
     "erc1155_transfers_staging": ("tx_hash", "log_index", "batch_index"),

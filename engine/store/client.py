@@ -26,8 +26,8 @@ class StoreError(Exception):
 
 
 def schema_statements(database: str) -> list[str]:
-    """The DDL of engine/sql/schema.sql with the database name filled in, one statement each."""
-    text = resources.files("engine").joinpath("sql/schema.sql").read_text()
+    """The DDL of store/sql/schema.sql with the database name filled in, one statement each."""
+    text = resources.files("engine.store").joinpath("sql/schema.sql").read_text()
     return split_sql(text.replace("{db}", database))
 
 

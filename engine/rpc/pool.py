@@ -3,7 +3,7 @@
 One ``RpcPool`` per worker process. It owns every retry (web3 is not used on this path, so no
 second retry layer exists):
 
-- **Transport**: one persistent HTTP connection per URL (per thread, ``engine.http_transport``),
+- **Transport**: one persistent HTTP connection per URL (per thread, ``engine.rpc.http_transport``),
   JSON-RPC POST, the raw JSON parsed with ``orjson``; ``eth_getLogs`` results are returned as the
   node sent them (hex strings).
 - **Rotation and backoff**: round-robin over URLs. A failed attempt (429, timeout, 5xx, connection
@@ -22,7 +22,7 @@ second retry layer exists):
   else halve; an "invalid params" answer (-32600/-32602) to a multi-block request, in words no
   pattern knows, counts as such a limit. When the provider named a result cap (or one can be
   inferred: a span that worked before fails now), ranges follow a forecast of the log density from
-  the blocks just fetched (``engine.log_density``: the rate of the latest homogeneous stretch,
+  the blocks just fetched (``engine.rpc.log_density``: the rate of the latest homogeneous stretch,
   bursts cut out, with its trend) to about 90% of a named cap (all of an inferred one), growing at
   most 4x per request. Otherwise a soft block limit grows slowly after successes (+10% after 10 in
   a row, bisecting towards a span that failed; doubling when requests come back far emptier than
@@ -52,11 +52,12 @@ import orjson
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
-from engine import log_density, rpc_errors
-from engine.http_transport import HttpConnection, TransportError, TransportTimeout
 from engine.masking import mask_secrets, mask_url
-from engine.rate_limit import TokenBucket
-from engine.rpc_errors import Classified, classify
+from engine.rpc import errors as rpc_errors
+from engine.rpc import log_density
+from engine.rpc.errors import Classified, classify
+from engine.rpc.http_transport import HttpConnection, TransportError, TransportTimeout
+from engine.rpc.rate_limit import TokenBucket
 
 EventCallback = Callable[[str, str], None]
 
@@ -885,7 +886,7 @@ class RpcPool:
         """Learn from a successful eth_getLogs; ``cut`` when the asked range ended the request.
 
         Growth: with a known result cap the range follows the log density forecast from the
-        blocks just fetched (engine.log_density), aiming at RESULT_CAP_TARGET of the cap.
+        blocks just fetched (engine.rpc.log_density), aiming at RESULT_CAP_TARGET of the cap.
         Otherwise the soft block limit grows by GROW_FACTOR after GROW_AFTER successes in a row
         (bisecting towards a span that failed before, if any), or doubles at once when a request
         returned under a quarter of the most logs a request has returned so far (the dense

@@ -1,10 +1,10 @@
 """The on-complete rebuild: analytics into `*_new`, hard gate, atomic swap, snapshot.
 
 Steps (each logged to `<data_dir>/on-complete.log` and to the optional `log` callback):
-1. token_outcomes_new from ConditionalTokens position ids (engine/positions.py) of every condition
+1. token_outcomes_new from ConditionalTokens position ids (analytics/positions.py) of each condition
    seen in condition_resolutions or token_registrations;
-2. net_flows_new, trades_with_direction_new, wallet_market_pnl_new by engine/sql/rebuild.sql;
-3. the strict gates (engine/gates.py) on the `*_new` tables;
+2. net_flows_new, trades_with_direction_new, wallet_market_pnl_new by analytics/sql/rebuild.sql;
+3. the strict gates (engine/analytics/gates.py) on the `*_new` tables;
 4. only if every gate passes: swap each `X_new` with the live `X` by `EXCHANGE TABLES` (atomic per
    table; a failure part-way swaps the done ones back, so the live set never mixes versions), then
    keep the replaced version as `X_prev`; if a gate fails the live tables are not touched;
@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine import gates as gates_mod
-from engine.gates import BUILD_LOCK, GateCheck, render, sql_params, sql_text
+from engine.analytics import gates as gates_mod
+from engine.analytics.gates import BUILD_LOCK, GateCheck, render, sql_params, sql_text
 from engine.status import GateResult
-from engine.store import StoreError, split_sql
+from engine.store.client import StoreError, split_sql
 
 if TYPE_CHECKING:
     from engine.config import Config
-    from engine.store import Store
+    from engine.store.client import Store
 
 ANALYTICS_TABLES = ("token_outcomes", "net_flows", "trades_with_direction", "wallet_market_pnl")
 NEW_SUFFIX = "_new"
@@ -153,7 +153,7 @@ def table_count(store: Store, name: str) -> int:
 
 def outcome_token_ids(condition_id: str, outcome_count: int, collateral: str) -> list[int]:
     """Position ids of outcomes 0..n-1 (index set 1 << i) of a condition, as ConditionalTokens."""
-    from engine.positions import outcome_token_ids as ids_of
+    from engine.analytics.positions import outcome_token_ids as ids_of
 
     return ids_of(collateral, condition_id, outcome_count)
 
@@ -282,7 +282,7 @@ def swap_in(store: Store, log: Callable[[str], None]) -> str:
 
 def rebuild(store: Store, cfg: Config, log: Callable[[str], None] | None = None) -> RebuildOutcome:
     """Rebuild the analytics, run the hard gate, swap only if it passes, write the snapshot."""
-    from engine.snapshot import write_snapshot
+    from engine.analytics.snapshot import write_snapshot
 
     run_id = gates_mod.new_run_id("rebuild")
     say = OnCompleteLog(cfg, run_id, log)
@@ -345,7 +345,7 @@ def rebuild(store: Store, cfg: Config, log: Callable[[str], None] | None = None)
 
 def cli_rebuild(cfg: Config) -> int:
     """`backfill-console rebuild`: rebuild on demand; exit 0 only if the new tables were swapped."""
-    from engine.store import open_store
+    from engine.store.client import open_store
 
     try:
         store = open_store(cfg)

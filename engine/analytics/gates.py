@@ -1,13 +1,13 @@
 """Data-quality gates over the staging tables and the rebuilt analytics, and the hard gate.
 
-Each gate turns one query of `engine/sql/gates.sql` into a value, compares it with a relaxed
+Each gate turns one query of `analytics/sql/gates.sql` into a value, compares it with a relaxed
 (periodic, during the backfill) or strict (after the rebuild, before any swap) threshold from
 `[gates]` in the config, writes a row to `gate_results` and a line to `<data_dir>/gates.log`.
 Formulas, sign conventions and thresholds are written down in docs/ANALYTICS.md.
 
 `run_gates` and `hard_gate` build the analytics into scratch `*_check` tables first (the same SQL as
 the rebuild), so they judge the data as it is now without touching the live tables;
-`engine.rebuild.rebuild` evaluates its `*_new` tables with `evaluate` directly.
+`engine.analytics.rebuild.rebuild` evaluates its `*_new` tables with `evaluate` directly.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from engine.status import GateResult
 
 if TYPE_CHECKING:
     from engine.config import Config
-    from engine.store import Store
+    from engine.store.client import Store
 
 RELAXED = "relaxed"
 STRICT = "strict"
@@ -78,7 +78,7 @@ class GateCheck:
 
 
 def sql_text(filename: str) -> str:
-    return resources.files("engine").joinpath(f"sql/{filename}").read_text()
+    return resources.files("engine.analytics").joinpath(f"sql/{filename}").read_text()
 
 
 def sql_list(addresses: tuple[str, ...] | list[str]) -> str:
@@ -465,7 +465,7 @@ def append_log(path: Path, lines: list[str]) -> None:
 
 
 def ensure_gate_table(store: Store) -> None:
-    from engine.store import split_sql
+    from engine.store.client import split_sql
 
     for stmt in split_sql(render(sql_text("analytics.sql"), {"db": store.database, "sfx": ""})):
         if ".gate_results" in stmt:
@@ -492,7 +492,7 @@ def run_gate_checks(
     mode: str = RELAXED,
     log: Callable[[str], None] | None = None,
 ) -> list[GateCheck]:
-    from engine.rebuild import CHECK_SUFFIX, build_analytics, drop_analytics
+    from engine.analytics.rebuild import CHECK_SUFFIX, build_analytics, drop_analytics
 
     with BUILD_LOCK:
         try:
@@ -517,7 +517,7 @@ def format_check(c: GateCheck) -> str:
 
 def cli_hard_gate(cfg: Config) -> int:
     """`backfill-console hard-gate`: print each strict gate; exit 0 only if all pass."""
-    from engine.store import StoreError, open_store
+    from engine.store.client import StoreError, open_store
 
     try:
         store = open_store(cfg)

@@ -1,7 +1,7 @@
 -- The rebuild: staging tables -> net_flows, trades_with_direction, wallet_market_pnl (token_outcomes
--- is filled from Python first). Run in order by engine/rebuild.py into the {sfx} tables
+-- is filled from Python first). Run in order by engine/analytics/rebuild.py into the {sfx} tables
 -- (normally '_new'); the hard gate then decides whether they are swapped in.
--- Placeholders, filled by engine/rebuild.py:
+-- Placeholders, filled by engine/analytics/rebuild.py:
 --   {db} database, {sfx} table suffix, {start_date} 'YYYY-MM-DD', {days} configured days,
 --   {cash_tokens} the ERC20 counted as cash: the collateral (contracts.collateral),
 --   {issuers} ConditionalTokens contracts (contracts.erc1155): they mint/burn outcome tokens and

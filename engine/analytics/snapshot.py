@@ -13,12 +13,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.gates import GateCheck, checks_as_dict
+from engine.analytics.gates import GateCheck, checks_as_dict
 from engine.status import GateResult
 
 if TYPE_CHECKING:
     from engine.config import Config
-    from engine.store import Store
+    from engine.store.client import Store
 
 SNAPSHOT_PREFIX = "post_rebuild_snapshot_"
 
@@ -66,7 +66,7 @@ def collect(
     run_id: str = "",
 ) -> dict[str, Any]:
     """The snapshot document of the analytics tables `*{sfx}` (live tables by default)."""
-    from engine.gates import render
+    from engine.analytics.gates import render
 
     sql = render(
         SNAPSHOT_SQL,

@@ -1,0 +1,1 @@
+"""JSON-RPC client side: URL pool, endpoint policy, error classes, range sizing, transport."""

@@ -1,0 +1,1 @@
+"""The ClickHouse store: client, schema, loader (the only writer), panel queries, maintenance."""
