@@ -2,7 +2,7 @@
 
 One small devchain (real anvil) is staged once into a real embedded store, its staging tables are
 copied aside, and every test starts from that pristine copy. The analytics are compared, integer
-for integer, with `engine/devchain/expected_analytics.py` (plain Python over the ground truth's
+for integer, with `tests/support/expected_analytics.py` (plain Python over the ground truth's
 market events) and with the generator's own positions; each planted fault must fail the hard gate
 and leave the live tables exactly as they were.
 """
@@ -21,9 +21,9 @@ from engine.config import Config, load_config
 from engine.decode import TABLES, DecodeFilter, decode_logs
 from engine.devchain import DevchainSpec, start_devchain
 from engine.devchain.anvil import Rpc
-from engine.devchain.expected_analytics import Expected, expected_analytics
 from engine.store.client import Store, open_store
 from engine.store.loader import CHECKPOINT_COLUMNS
+from tests.support.expected_analytics import Expected, expected_analytics
 
 DAYS = 6
 SEED = 7  # resolves a one-hot, a [1, 1] and a 3-outcome market; win rate lands in the band

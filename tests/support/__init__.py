@@ -1,0 +1,1 @@
+"""Support shared by the tests: config builder, app and pilot helpers, anvil launcher, oracle."""
