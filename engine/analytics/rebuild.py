@@ -220,7 +220,7 @@ def _exchange(store: Store, a: str, b: str, use_rename: bool) -> None:
     db = store.database
     if use_rename:
         tmp = f"{a}{SWAP_SUFFIX}"
-        store.command(f"DROP TABLE IF EXISTS {db}.{tmp}")
+        store.command(f"DROP TABLE IF EXISTS {db}.{tmp} SYNC")
         store.command(
             f"RENAME TABLE {db}.{a} TO {db}.{tmp}, {db}.{b} TO {db}.{a}, {db}.{tmp} TO {db}.{b}"
         )

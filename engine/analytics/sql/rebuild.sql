@@ -10,7 +10,7 @@
 -- Only rows of days whose checkpoint is COMPLETE (for this start_date, within the configured days)
 -- are read, each staging table with FINAL. Formulas and signs: docs/ANALYTICS.md.
 
-DROP TABLE IF EXISTS {db}.rebuild_legs{sfx};
+DROP TABLE IF EXISTS {db}.rebuild_legs{sfx} SYNC;
 
 -- One row per asset movement per holder: each transfer gives a + leg to the receiver and a - leg to
 -- the sender. The zero address (mint/burn) and the issuers are not holders.
@@ -320,4 +320,4 @@ SELECT
 FROM positions AS p
 LEFT JOIN resolutions AS r ON p.condition_id = r.condition_id;
 
-DROP TABLE IF EXISTS {db}.rebuild_legs{sfx};
+DROP TABLE IF EXISTS {db}.rebuild_legs{sfx} SYNC;
