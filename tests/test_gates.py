@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.analytics.build import build_analytics
 from engine.analytics.gates import (
     GATE_NAMES,
     conservation_errors,
@@ -23,7 +24,7 @@ from engine.analytics.gates import (
     run_gates,
 )
 from engine.analytics.positions import outcome_token_ids
-from engine.analytics.rebuild import build_analytics, rebuild
+from engine.analytics.rebuild import rebuild
 from engine.config import Config, load_config
 from engine.decode import (
     ERC20_COLUMNS,

@@ -7,24 +7,25 @@ Formulas, sign conventions and thresholds are written down in docs/ANALYTICS.md.
 
 `run_gates` and `hard_gate` build the analytics into scratch `*_check` tables first (the same SQL as
 the rebuild), so they judge the data as it is now without touching the live tables;
-`engine.analytics.rebuild.rebuild` evaluates its `*_new` tables with `evaluate` directly.
+`engine.analytics.rebuild.rebuild` evaluates its `*_new` tables with `evaluate` directly. SQL
+templating lives in engine/analytics/templating.py, the build in engine/analytics/build.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.analytics.build import BUILD_LOCK, CHECK_SUFFIX, build_analytics, drop_analytics
+from engine.analytics.templating import named_queries, render, sql_params, sql_text
 from engine.status import GateResult
+from engine.store.client import StoreError, open_store, split_sql
 
 if TYPE_CHECKING:
     from engine.config import Config
@@ -58,12 +59,6 @@ GATE_RESULT_COLUMNS = [
     "checked_at",
 ]
 
-ZERO_ADDRESS = "0x" + "0" * 40
-_HEX_ADDRESS = re.compile(r"0x[0-9a-f]{40}")
-
-# One analytics build at a time per process (periodic gates, hard gate, rebuild share the store).
-BUILD_LOCK = threading.RLock()
-
 
 @dataclass
 class GateCheck:
@@ -71,70 +66,6 @@ class GateCheck:
 
     result: GateResult
     detail: str
-
-
-# --------------------------------------------------------------------------------------------
-# SQL files and placeholders
-
-
-def sql_text(filename: str) -> str:
-    return resources.files("engine.analytics").joinpath(f"sql/{filename}").read_text()
-
-
-def sql_list(addresses: tuple[str, ...] | list[str]) -> str:
-    """A ClickHouse array literal of lowercase addresses (validated hex, so no quoting issues).
-
-    An empty list becomes ['-'], which matches no address and no empty string.
-    """
-    items = sorted({a.lower() for a in addresses})
-    for a in items:
-        if not _HEX_ADDRESS.fullmatch(a):
-            raise ValueError(f"not an address: {a!r}")
-    return "[" + ", ".join(f"'{a}'" for a in items) + "]" if items else "['-']"
-
-
-def system_addresses(cfg: Config) -> list[str]:
-    """Every configured contract: never a wallet in the analytics."""
-    c = cfg.contracts
-    return sorted(
-        {*c.erc20_tokens, *c.erc20_counterparties, *c.erc1155, *c.exchanges, c.collateral}
-        - {ZERO_ADDRESS}
-    )
-
-
-def sql_params(store: Store, cfg: Config, sfx: str) -> dict[str, str]:
-    """Values for the {placeholders} of rebuild.sql, analytics.sql and gates.sql."""
-    return {
-        "db": store.database,
-        "sfx": sfx,
-        "start_date": cfg.backfill.start_date.isoformat(),
-        "days": str(int(cfg.backfill.days)),
-        "cash_tokens": sql_list([cfg.contracts.collateral]),
-        "issuers": sql_list(cfg.contracts.erc1155),
-        "exchanges": sql_list(cfg.contracts.exchanges),
-        "system": sql_list(system_addresses(cfg)),
-    }
-
-
-def render(text: str, params: dict[str, str]) -> str:
-    for key, value in params.items():
-        text = text.replace("{" + key + "}", value)
-    return text
-
-
-def named_queries(filename: str) -> dict[str, str]:
-    """Sections of a .sql file introduced by `-- query: NAME` lines (comment lines dropped)."""
-    out: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in sql_text(filename).splitlines():
-        stripped = line.strip()
-        if stripped.startswith("-- query:"):
-            current = out.setdefault(stripped.split(":", 1)[1].strip(), [])
-            continue
-        if current is None or stripped.startswith("--"):
-            continue
-        current.append(line)
-    return {k: "\n".join(v).strip().rstrip(";").strip() for k, v in out.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,8 +396,6 @@ def append_log(path: Path, lines: list[str]) -> None:
 
 
 def ensure_gate_table(store: Store) -> None:
-    from engine.store.client import split_sql
-
     for stmt in split_sql(render(sql_text("analytics.sql"), {"db": store.database, "sfx": ""})):
         if ".gate_results" in stmt:
             store.command(stmt)
@@ -492,8 +421,6 @@ def run_gate_checks(
     mode: str = RELAXED,
     log: Callable[[str], None] | None = None,
 ) -> list[GateCheck]:
-    from engine.analytics.rebuild import CHECK_SUFFIX, build_analytics, drop_analytics
-
     with BUILD_LOCK:
         try:
             build_analytics(store, cfg, CHECK_SUFFIX)
@@ -517,8 +444,6 @@ def format_check(c: GateCheck) -> str:
 
 def cli_hard_gate(cfg: Config) -> int:
     """`backfill-console hard-gate`: print each strict gate; exit 0 only if all pass."""
-    from engine.store.client import StoreError, open_store
-
     try:
         store = open_store(cfg)
     except StoreError as exc:

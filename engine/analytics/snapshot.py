@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.analytics.gates import GateCheck, checks_as_dict
+from engine.analytics.templating import render, sql_params
 from engine.status import GateResult
 
 if TYPE_CHECKING:
@@ -22,15 +23,11 @@ if TYPE_CHECKING:
 
 SNAPSHOT_PREFIX = "post_rebuild_snapshot_"
 
-# Figures of the live tables. {db}, {start_date}, {days} are filled in; {sfx} is the analytics
-# table suffix ('' for the live tables).
+# Figures of the live tables. Placeholders as in engine/analytics/templating.py; {sfx} is the
+# analytics table suffix ('' for the live tables).
 SNAPSHOT_SQL = """
 WITH
-    complete_days AS (
-        SELECT day_idx
-        FROM {db}.backfill_checkpoint FINAL
-        WHERE status = 'COMPLETE' AND start_date = toDate('{start_date}') AND day_idx < {days}
-    ),
+    {complete_days_cte},
     resolved AS (
         SELECT condition_id, any(outcome_slot_count) AS slots
         FROM {db}.condition_resolutions FINAL
@@ -66,17 +63,7 @@ def collect(
     run_id: str = "",
 ) -> dict[str, Any]:
     """The snapshot document of the analytics tables `*{sfx}` (live tables by default)."""
-    from engine.analytics.gates import render
-
-    sql = render(
-        SNAPSHOT_SQL,
-        {
-            "db": store.database,
-            "sfx": sfx,
-            "start_date": cfg.backfill.start_date.isoformat(),
-            "days": str(int(cfg.backfill.days)),
-        },
-    )
+    sql = render(SNAPSHOT_SQL, sql_params(store, cfg, sfx))
     r = store.query_dicts(sql)[0]
     resolved = int(r["markets_resolved"])
     volume_total = int(r["volume_total"] or 0)

@@ -127,11 +127,7 @@ GROUP BY confidence;
 -- Per (condition, outcome): tokens minted (from the zero address) minus burned (to it) by the
 -- issuers before the condition's resolution, read from staging (not from net_flows).
 WITH
-    complete_days AS (
-        SELECT day_idx
-        FROM {db}.backfill_checkpoint FINAL
-        WHERE status = 'COMPLETE' AND start_date = toDate('{start_date}') AND day_idx < {days}
-    ),
+    {complete_days_cte},
     resolved AS (
         SELECT condition_id, min((block_number, log_index)) AS resolved_at, 1 AS is_resolved
         FROM {db}.condition_resolutions FINAL
@@ -161,11 +157,7 @@ GROUP BY o.condition_id, o.outcome_index;
 -- burned that condition's tokens before its resolution (txs touching several conditions are left
 -- out and counted in `ambiguous_txs`).
 WITH
-    complete_days AS (
-        SELECT day_idx
-        FROM {db}.backfill_checkpoint FINAL
-        WHERE status = 'COMPLETE' AND start_date = toDate('{start_date}') AND day_idx < {days}
-    ),
+    {complete_days_cte},
     resolved AS (
         SELECT condition_id, min((block_number, log_index)) AS resolved_at, 1 AS is_resolved
         FROM {db}.condition_resolutions FINAL
@@ -214,11 +206,7 @@ GROUP BY condition_id;
 -- Zero when the issuers hold exactly the collateral that backs the outstanding tokens and every
 -- leg is signed and attributed right. Rows of unmapped tokens are counted separately.
 WITH
-    complete_days AS (
-        SELECT day_idx
-        FROM {db}.backfill_checkpoint FINAL
-        WHERE status = 'COMPLETE' AND start_date = toDate('{start_date}') AND day_idx < {days}
-    ),
+    {complete_days_cte},
     resolutions AS (
         SELECT condition_id,
                argMin(payout_numerators, (block_number, log_index)) AS payouts,
@@ -264,11 +252,7 @@ SELECT
 -- One row per resolved condition. winning_index is 0-based and payout arrays are 1-based, so the
 -- winner's numerator is payout_numerators[winning_index + 1].
 WITH
-    complete_days AS (
-        SELECT day_idx
-        FROM {db}.backfill_checkpoint FINAL
-        WHERE status = 'COMPLETE' AND start_date = toDate('{start_date}') AND day_idx < {days}
-    ),
+    {complete_days_cte},
     registered AS (
         SELECT condition_id, 1 AS is_registered
         FROM {db}.token_registrations FINAL
@@ -311,11 +295,7 @@ WHERE resolved = 1;
 -- Every TokenRegistered pair must be the outcome 0 and outcome 1 position ids computed for its
 -- condition (in either order; the exchange registers (token, complement) and the reverse).
 WITH
-    complete_days AS (
-        SELECT day_idx
-        FROM {db}.backfill_checkpoint FINAL
-        WHERE status = 'COMPLETE' AND start_date = toDate('{start_date}') AND day_idx < {days}
-    )
+    {complete_days_cte}
 SELECT
     count() AS registrations,
     countIf(a.condition_id = g.condition_id AND b.condition_id = g.condition_id

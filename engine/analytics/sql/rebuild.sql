@@ -37,11 +37,7 @@ ORDER BY (tx_hash, holder);
 -- Token legs (ERC1155 TransferSingle / TransferBatch items of the issuers).
 INSERT INTO {db}.rebuild_legs{sfx}
 WITH
-    complete_days AS (
-        SELECT day_idx
-        FROM {db}.backfill_checkpoint FINAL
-        WHERE status = 'COMPLETE' AND start_date = toDate('{start_date}') AND day_idx < {days}
-    ),
+    {complete_days_cte},
     resolved AS (
         SELECT condition_id, min((block_number, log_index)) AS resolved_at
         FROM {db}.condition_resolutions FINAL
@@ -95,11 +91,7 @@ WHERE l.holder != '0x0000000000000000000000000000000000000000'
 -- Cash legs (ERC20 Transfer of the collateral).
 INSERT INTO {db}.rebuild_legs{sfx}
 WITH
-    complete_days AS (
-        SELECT day_idx
-        FROM {db}.backfill_checkpoint FINAL
-        WHERE status = 'COMPLETE' AND start_date = toDate('{start_date}') AND day_idx < {days}
-    )
+    {complete_days_cte}
 SELECT
     t.tx_hash,
     t.block_number,
@@ -269,11 +261,7 @@ FROM
 -- Payout arrays are 1-based in ClickHouse: outcome i pays payout_numerators[i + 1].
 INSERT INTO {db}.wallet_market_pnl{sfx}
 WITH
-    complete_days AS (
-        SELECT day_idx
-        FROM {db}.backfill_checkpoint FINAL
-        WHERE status = 'COMPLETE' AND start_date = toDate('{start_date}') AND day_idx < {days}
-    ),
+    {complete_days_cte},
     markets AS (
         SELECT condition_id, max(outcome_count) AS outcome_count
         FROM {db}.token_outcomes{sfx}
