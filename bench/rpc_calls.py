@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.rpc.http_transport import HttpConnection  # noqa: E402
 from engine.rpc.pool import RpcPool  # noqa: E402
-from tests.fault_proxy import (  # noqa: E402
+from tests.support.fault_proxy import (  # noqa: E402
     EMITTER_A,
     EMITTER_B,
     AnvilNode,

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import E2E_DAYS, ground_truth_for
-from tests.helpers import cli, start_cli, store_query, write_config
+from tests.support.cli import cli, start_cli, store_query, write_config
 
 
 def assert_store_matches_truth(config: Path, gt: dict) -> None:
@@ -91,7 +91,7 @@ def test_sigkill_console_mid_run_then_resume_is_exact(tmp_path: Path, devchain_c
     """SIGKILL the whole console mid-run; the rerun is exact and never re-fetches a COMPLETE day."""
     from engine.config import load_config
     from engine.devchain import DevchainSpec, start_devchain
-    from tests.fault_proxy import FaultProxy
+    from tests.support.fault_proxy import FaultProxy
 
     base = write_config(tmp_path / "spec", days=E2E_DAYS, devchain_state=devchain_cache)
     spec = DevchainSpec.from_config(load_config(base))
@@ -148,7 +148,7 @@ def test_sigkill_console_mid_run_then_resume_is_exact(tmp_path: Path, devchain_c
 
 
 def test_sigterm_stops_cleanly_and_rerun_resumes(tmp_path: Path, devchain_cache: Path) -> None:
-    from tests.helpers import ConsoleRun
+    from tests.support.cli import ConsoleRun
 
     config = write_config(tmp_path, days=E2E_DAYS, devchain_state=devchain_cache, shards=2)
     config.write_text(config.read_text().replace("= 1000.0", "= 3.0"))

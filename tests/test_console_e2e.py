@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, store_query, write_config
+from tests.support.cli import ROOT, store_query, write_config
 
 
 async def _until(pilot, pred, timeout: float, what: str) -> None:

@@ -22,7 +22,7 @@ from console.screens.log import LogScreen
 from console.screens.shards import ShardsScreen, check_shards
 from console.widgets.progress import cell_states, days_per_cell
 from engine.status import DAY_DONE, DAY_FAILED, DAY_PENDING, DAY_RUNNING
-from tests.fake_engine import (
+from tests.support.fake_engine import (
     FakeEngine,
     failing_gate_status,
     fatal_status,

@@ -1,7 +1,7 @@
 """SVG snapshots of the console (pytest-textual-snapshot), fully deterministic.
 
-Fake engine with injected state and a fixed clock (tests/fake_engine.py), no periodic refresh
-(refresh_s is an hour, so only the first poll renders), animations off, no blinking cursor.
+Fake engine with injected state and a fixed clock (tests/support/fake_engine.py), no periodic
+refresh (refresh_s is an hour, so only the first poll renders), animations off, no blinking cursor.
 Update after an intended UI change with `pytest tests/test_console_snapshots.py --snapshot-update`
 and look at the report before committing.
 """
@@ -14,7 +14,7 @@ import pytest
 
 from console.app import BackfillApp
 from engine.runtime import merge_rpc_health
-from tests.fake_engine import (
+from tests.support.fake_engine import (
     NOW,
     FakeEngine,
     failing_gate_status,

@@ -1,6 +1,7 @@
 """End to end through unreliable RPC providers: the real CLI, a real anvil devchain, real chdb.
 
-Every URL the console gets is a ``FaultProxy`` (tests/fault_proxy.py) in front of the devchain:
+Every URL the console gets is a ``FaultProxy`` (tests/support/fault_proxy.py) in front of the
+devchain:
 
 - ``test_backfill_exact_through_faults_and_caps``: three providers, two of them failing ~30% of
   requests (429 with and without Retry-After, answers slower than the client timeout, 5xx), all
@@ -27,8 +28,8 @@ from pathlib import Path
 
 from engine.control import socket_path_for
 from tests.conftest import E2E_DAYS, ground_truth_for
-from tests.fault_proxy import FaultConfig, FaultProxy, HttpPoster, Record
-from tests.helpers import ConsoleRun, cli, store_query, write_config
+from tests.support.cli import ConsoleRun, cli, store_query, write_config
+from tests.support.fault_proxy import FaultConfig, FaultProxy, HttpPoster, Record
 from tests.test_backfill_e2e import assert_store_matches_truth
 
 #: Client timeout for these runs, and how long a "slow" fault holds its answer (past the timeout).

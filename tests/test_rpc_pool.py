@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 
 from engine.rpc.pool import RangeFailed, RpcError, RpcPool
-from tests.fault_proxy import (
+from tests.support.fault_proxy import (
     ANVIL_BIN,
     CAP_STYLES,
     EMITTER_A,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from engine.control import socket_path_for
 from tests.conftest import ground_truth_for
-from tests.helpers import ConsoleRun, cli, store_query, worker_processes, write_config
+from tests.support.cli import ConsoleRun, cli, store_query, worker_processes, write_config
 from tests.test_backfill_e2e import assert_store_matches_truth
 
 DAYS = 12

@@ -507,7 +507,7 @@ class FaultProxy:
 # A real anvil node populated with logs quickly (tests and bench/rpc_calls.py)
 
 ANVIL_BIN = (
-    Path(__file__).resolve().parent.parent
+    Path(__file__).resolve().parents[2]
     / "tools/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 )
 

@@ -1,7 +1,7 @@
 """Shared test helpers: tiny configs, running the real CLI, and reading the store in a subprocess.
 
 chdb allows one open data directory per process at a time, so checks on a console's store run in
-a short-lived subprocess (`python -m tests.helpers --config FILE SQL`) after the console exits.
+a short-lived subprocess (`python -m tests.support.cli FILE SQL`) after the console exits.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_config(
@@ -109,7 +109,7 @@ def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen
 def store_query(config: Path, sql: str) -> list[list[Any]]:
     """Rows of `sql` ({db} = the configured database) from the config's store, in a subprocess."""
     out = subprocess.run(
-        [sys.executable, "-m", "tests.helpers", str(config), sql],
+        [sys.executable, "-m", "tests.support.cli", str(config), sql],
         cwd=ROOT,
         capture_output=True,
         text=True,
