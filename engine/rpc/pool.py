@@ -32,6 +32,10 @@ second retry layer exists):
   not count against the URL), so ``RangeFailed`` names the smallest range that could not be
   fetched. Never an empty success. ``iter_logs`` yields each sub-range as it arrives (no fixed
   chunks needed by the caller).
+- **Where the rules live**: URL policy (backoff, cooldown, Retry-After, choice) in
+  ``engine.rpc.endpoint``, request bodies and answer classification in ``engine.rpc.jsonrpc``,
+  range sizing and failing-block bisection in ``engine.rpc.range_control``: all pure, table-tested.
+  This module does the I/O, the retry loop (tenacity) and the locking.
 - **Health**: per URL calls, calls/s, errors by kind, 429s, p50/p95 latency, current range and
   cooling-until, with URLs masked (``engine.masking``). Every message passed to ``on_event`` is
   masked too.
@@ -39,43 +43,31 @@ second retry layer exists):
 
 from __future__ import annotations
 
-import email.utils
 import itertools
 import json
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import orjson
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
-from engine.masking import mask_secrets, mask_url
+from engine.masking import mask_secrets
 from engine.rpc import errors as rpc_errors
-from engine.rpc import log_density
-from engine.rpc.errors import Classified, classify
+from engine.rpc import jsonrpc
+from engine.rpc.endpoint import Endpoint, choose, parse_retry_after, retry_after_of
+from engine.rpc.errors import Classified
 from engine.rpc.http_transport import HttpConnection, TransportError, TransportTimeout
-from engine.rpc.rate_limit import TokenBucket
+from engine.rpc.range_control import TIMEOUTS_BEFORE_SPLIT, BlockSearch, RangeController
+
+__all__ = ["RangeFailed", "RpcError", "RpcPool", "parse_retry_after"]
 
 EventCallback = Callable[[str, str], None]
 
-#: Longest Retry-After we obey (seconds); longer values are capped (the URL is skipped meanwhile).
-MAX_RETRY_AFTER_S = 600.0
 #: A sleep longer than this is cut into slices, with a "retry_wait" event per slice (heartbeats).
 SLEEP_SLICE_S = 2.0
-#: Growth of the eth_getLogs range: +GROW_FACTOR after GROW_AFTER successes in a row.
-GROW_AFTER = 10
-GROW_FACTOR = 1.10
-#: Share of a known result cap aimed at per request when sizing ranges by log density.
-RESULT_CAP_TARGET = 0.9
-#: Largest growth factor of a density-sized range from one request to the next.
-DENSITY_GROWTH_MAX = 4.0
-#: Timeouts of one eth_getLogs sub-range (on any URL) after which its range is halved.
-TIMEOUTS_BEFORE_SPLIT = 2
-#: Attempts per bisection level once a sub-range has exhausted its attempts and gets split.
-SPLIT_ATTEMPTS = 2
 
 
 class RpcError(Exception):
@@ -104,7 +96,7 @@ class RangeFailed(RpcError):
 class _AttemptFailed(Exception):
     """One failed attempt on one URL; retried by tenacity."""
 
-    def __init__(self, ep: _Endpoint, classified: Classified, message: str) -> None:
+    def __init__(self, ep: Endpoint, classified: Classified, message: str) -> None:
         super().__init__(message)
         self.ep = ep
         self.classified = classified
@@ -115,86 +107,6 @@ class _RangeTooBig(Exception):
     def __init__(self, classified: Classified) -> None:
         super().__init__(classified.message)
         self.classified = classified
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), capped."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
-
-
-class _RangeState:
-    """Adaptive eth_getLogs range of one URL for one filter (densities differ per filter)."""
-
-    def __init__(self, max_block_range: int) -> None:
-        self.range = max_block_range  # span of the next request
-        self.block_limit = float(max_block_range)  # soft block limit: halved, grows slowly
-        self.density: float | None = None  # logs per block, EWMA over successful calls
-        self.streak = 0
-        self.pending_suggestion: int | None = None  # span the provider suggested, not yet used
-        self.ceiling = float("inf")  # spans above this failed (without a number) ...
-        self.ceiling_density = 0.0  # ... at this density; lifted when the density drops 4x
-        self.last_ok_span: int | None = None
-        self.max_ok_span = 0
-        self.max_ok_logs = 0
-        self.results_est: int | None = None  # result cap inferred when the provider names none
-
-
-class _Endpoint:
-    """One URL: its session(s), budget, backoff/cooldown state, range state and stats."""
-
-    def __init__(self, index: int, url: str, rps: float, max_block_range: int) -> None:
-        self.index = index
-        self.url = url
-        self.masked = mask_url(url)
-        self.secrets = [url]
-        self.bucket = TokenBucket(rps)
-        # backoff / cooldown (monotonic clock); cooling_wall is for health (unix time)
-        self.not_before = 0.0
-        self.consecutive_failures = 0
-        self.cooling_until = 0.0
-        self.cooling_wall: float | None = None
-        # adaptive eth_getLogs ranges: provider limits per URL, the rest per URL and filter
-        self.max_block_range = max_block_range
-        self.range_cap = max_block_range  # hard block limit (named by the provider, or confirmed)
-        self.results_cap: int | None = None  # result-count limit named by the provider
-        self.suggested_limit: int | None = None  # block limit learned from a suggestion
-        self.last_suggested_span: int | None = None
-        self.states: dict[str, _RangeState] = {}
-        # stats
-        self.calls = 0
-        self.errors: Counter[str] = Counter()
-        self.http_429 = 0
-        self.latencies: deque[float] = deque(maxlen=512)
-        self.call_times: deque[float] = deque(maxlen=4096)
-
-    def cooling(self, now: float) -> bool:
-        return self.cooling_until > now
-
-    def state(self, key: str) -> _RangeState:
-        st = self.states.get(key)
-        if st is None:
-            st = self.states[key] = _RangeState(self.range_cap)
-        return st
-
-    @property
-    def current_range(self) -> int:
-        """The widest range any filter uses here (a sparse filter's; denser ones split)."""
-        if not self.states:
-            return self.range_cap
-        return min(self.range_cap, max(st.range for st in self.states.values()))
 
 
 class RpcPool:
@@ -226,15 +138,13 @@ class RpcPool:
         self.cooldown_s = float(cooldown_s)
         self.cooldown_after = max(1, int(cooldown_after))
         self.on_event = on_event
-        self._endpoints = [
-            _Endpoint(i, u, requests_per_second, self.max_block_range) for i, u in enumerate(urls)
-        ]
+        self._endpoints = [Endpoint(i, u, requests_per_second) for i, u in enumerate(urls)]
+        self._ranges = RangeController(len(self._endpoints), self.max_block_range)
         self._all_secrets = sorted(
             {s for ep in self._endpoints for s in ep.secrets}, key=len, reverse=True
         )
         self._lock = threading.Lock()
         self._rr = 0
-        self._last_range_ep = self._endpoints[0]
         self._local = threading.local()
         self._ids = itertools.count(1)
         self._backoff = wait_exponential_jitter(
@@ -242,9 +152,6 @@ class RpcPool:
         )
         self.total_requests = 0
         self.total_by_method: Counter[str] = Counter()
-        # Per filter: (next block, logs per block of the contiguous stretch fetched before it),
-        # kept while a result cap sizes the ranges (log density is the filter's, not the URL's).
-        self._history: dict[str, tuple[int, list[int]]] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -259,16 +166,12 @@ class RpcPool:
         Per URL values are in health(). Chunks of this size need one request for the sparsest
         filter; get_logs splits them further for denser filters."""
         with self._lock:
-            return self._last_range_ep.current_range
+            return self._ranges.current_range()
 
     @current_range.setter
     def current_range(self, value: int) -> None:
-        value = max(1, min(int(value), self.max_block_range))
         with self._lock:
-            for ep in self._endpoints:
-                for st in ep.states.values():
-                    st.range = min(value, ep.range_cap)
-                    st.block_limit = float(st.range)
+            self._ranges.set_range(value)
 
     def call(self, method: str, params: list) -> Any:
         """One JSON-RPC call with retries and rotation; its ``result``, or RpcError."""
@@ -309,7 +212,7 @@ class RpcPool:
                 return "a block in the batch was not found"
             return None
 
-        def attempt(ep: _Endpoint) -> Any:
+        def attempt(ep: Endpoint) -> Any:
             params = [[hex(n), False] for n in numbers]
             return self._attempt(ep, "eth_getBlockByNumber", params, validate=check, batch=True)
 
@@ -319,7 +222,7 @@ class RpcPool:
     def block_timestamp(self, number: int) -> int:
         """Timestamp of block ``number`` (eth_getBlockByNumber, no transactions)."""
 
-        def attempt(ep: _Endpoint) -> Any:
+        def attempt(ep: Endpoint) -> Any:
             return self._attempt(
                 ep,
                 "eth_getBlockByNumber",
@@ -363,29 +266,8 @@ class RpcPool:
     def health(self) -> list[dict]:
         """Per URL: calls, calls/s (last 10 s), errors by kind, 429s, latency, range, cooldown."""
         now = time.monotonic()
-        out = []
         with self._lock:
-            for ep in self._endpoints:
-                recent = [t for t in ep.call_times if now - t <= 10.0]
-                window = 10.0
-                if recent and ep.call_times and now - ep.call_times[0] < 10.0:
-                    window = max(1.0, now - ep.call_times[0])
-                lat = sorted(ep.latencies)
-                out.append(
-                    {
-                        "index": ep.index,  # position in the URL list (two keys may mask alike)
-                        "url": ep.masked,
-                        "calls": ep.calls,
-                        "calls_per_s": round(len(recent) / window, 2),
-                        "errors": dict(ep.errors),
-                        "http_429": ep.http_429,
-                        "p50_ms": _percentile(lat, 0.50),
-                        "p95_ms": _percentile(lat, 0.95),
-                        "current_range": ep.current_range,
-                        "cooling_until": ep.cooling_wall if ep.cooling(now) else None,
-                    }
-                )
-        return out
+            return [ep.health(now, self._ranges.current_range(ep.index)) for ep in self._endpoints]
 
     def close(self) -> None:
         """Close this thread's HTTP connections."""
@@ -409,18 +291,13 @@ class RpcPool:
 
     # ------------------------------------------------------------------ selection / waiting
 
-    def _choose(self, advance: bool) -> tuple[_Endpoint, float]:
+    def _choose(self, advance: bool) -> tuple[Endpoint, float]:
         """Next URL in round-robin order that is usable now, else the one free soonest."""
-        now = time.monotonic()
-        n = len(self._endpoints)
         with self._lock:
-            order = [self._endpoints[(self._rr + i) % n] for i in range(n)]
-            live = [ep for ep in order if not ep.cooling(now)] or order
-            ready = [ep for ep in live if ep.not_before <= now]
-            ep = ready[0] if ready else min(live, key=lambda e: e.not_before)
+            ep, wait = choose(self._endpoints, self._rr, time.monotonic())
             if advance:
-                self._rr = (ep.index + 1) % n
-            return ep, max(0.0, ep.not_before - now)
+                self._rr = (ep.index + 1) % len(self._endpoints)
+            return ep, wait
 
     def _tenacity_wait(self, retry_state: RetryCallState) -> float:
         return self._choose(advance=False)[1]
@@ -457,7 +334,7 @@ class RpcPool:
 
     # ------------------------------------------------------------------ retry loop
 
-    def _with_retries(self, fn: Callable[[_Endpoint], Any], what: str, attempts: int) -> Any:
+    def _with_retries(self, fn: Callable[[Endpoint], Any], what: str, attempts: int) -> Any:
         retrying = Retrying(
             stop=stop_after_attempt(attempts),
             wait=self._tenacity_wait,
@@ -487,7 +364,7 @@ class RpcPool:
 
     # ------------------------------------------------------------------ one attempt
 
-    def _connection(self, ep: _Endpoint) -> HttpConnection:
+    def _connection(self, ep: Endpoint) -> HttpConnection:
         conns = getattr(self._local, "conns", None)
         if conns is None:
             conns = self._local.conns = {}
@@ -498,7 +375,7 @@ class RpcPool:
 
     def _attempt(
         self,
-        ep: _Endpoint,
+        ep: Endpoint,
         method: str,
         params: list,
         validate: Callable[[Any], str | None] | None = None,
@@ -517,28 +394,17 @@ class RpcPool:
         """
         ep.bucket.acquire(len(params) if batch else 1)  # providers count every call of a batch
         req_id = next(self._ids)
-        if batch:
-            ids = [next(self._ids) for _ in params]
-            body = orjson.dumps(
-                [
-                    {"jsonrpc": "2.0", "id": i, "method": method, "params": p}
-                    for i, p in zip(ids, params, strict=True)
-                ]
-            )
-        else:
-            body = orjson.dumps(
-                {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params}
-            )
+        ids = [next(self._ids) for _ in params] if batch else None
+        body = jsonrpc.encode(method, params, req_id, ids)
         conn = self._connection(ep)
         status: int | None = None
         headers: Any = {}
         t0 = time.monotonic()
-        parsed: Any = None
+        result: Any = None
         try:
             resp = conn.post(body)
             status = resp.status
             headers = resp.headers
-            content = resp.body
         except TransportTimeout as exc:
             c = Classified(rpc_errors.TIMEOUT, message=f"timed out after {self.timeout_s:g}s")
             detail = str(exc)
@@ -547,42 +413,18 @@ class RpcPool:
             detail = str(exc)
         else:
             detail = ""
-            try:
-                parsed = orjson.loads(content)
-            except ValueError:
-                parsed = None
-            if batch and isinstance(parsed, list):
-                by_id = {x.get("id"): x for x in parsed if isinstance(x, dict)}
-                bad = next((x for x in parsed if isinstance(x, dict) and "error" in x), None)
-                if bad is not None:
-                    c = classify(status, bad)
-                elif set(by_id) != set(ids):
-                    c = Classified(rpc_errors.BAD_JSON, message="batch response ids mismatch")
-                else:
-                    parsed = {"result": [by_id[i].get("result") for i in ids]}
-                    c = classify(status, parsed)
-            elif isinstance(parsed, dict):
-                c = classify(status, parsed)
-                if (
-                    c.kind == rpc_errors.OK
-                    and not batch
-                    and parsed.get("id") not in (req_id, str(req_id))
-                ):
-                    c = Classified(rpc_errors.BAD_JSON, message="response id mismatch")
-            else:
-                # Masked before it is cut: a key cut in half would no longer be recognised.
-                text = self._mask(content[:2000].decode("utf-8", "replace"))[:300]
-                c = classify(status, text)
-                if c.kind == rpc_errors.OK:  # JSON but not an object
-                    c = Classified(rpc_errors.BAD_JSON, message=text[:200])
+            c, result = jsonrpc.interpret(status, resp.body, req_id, ids, self._mask)
         elapsed = time.monotonic() - t0
-        self._record_call(ep, method, t0, elapsed)
+        with self._lock:
+            ep.record_call(t0, elapsed)
+            self.total_requests += 1
+            self.total_by_method[method] += 1
 
         if c.kind == rpc_errors.OK:
-            result = parsed.get("result")
             problem = validate(result) if validate else None
             if problem is None:
-                self._on_success(ep)
+                with self._lock:
+                    ep.on_success()
                 return result
             c = Classified(rpc_errors.RPC_ERROR, message=problem)
         if c.kind == rpc_errors.RANGE_TOO_BIG:
@@ -602,56 +444,32 @@ class RpcPool:
                 ep.errors[c.kind] += 1
             self._emit(c.kind, msg)
             raise RpcError(c.kind, self._mask(msg), url=ep.masked, code=c.code)
-        retry_after = None
-        if c.kind in (rpc_errors.RATE_LIMIT, rpc_errors.HTTP_5XX):
-            retry_after = parse_retry_after(headers.get("Retry-After") if headers else None)
-            if retry_after is None:
-                retry_after = c.retry_after_s
+        retry_after = retry_after_of(c, headers)
         if retry_after is not None:
             msg += f" [Retry-After {retry_after:g}s]"
         self._on_failure(ep, c, retry_after, blame_range and c.kind != rpc_errors.RATE_LIMIT)
         self._emit(c.kind, msg)
         raise _AttemptFailed(ep, c, self._mask(msg))
 
-    def _record_call(self, ep: _Endpoint, method: str, t0: float, elapsed: float) -> None:
-        with self._lock:
-            ep.calls += 1
-            ep.call_times.append(t0)
-            ep.latencies.append(elapsed * 1000.0)
-            self.total_requests += 1
-            self.total_by_method[method] += 1
-
-    def _on_success(self, ep: _Endpoint) -> None:
-        with self._lock:
-            ep.consecutive_failures = 0
-            ep.cooling_until = 0.0
-            ep.cooling_wall = None
-
     def _on_failure(
-        self, ep: _Endpoint, c: Classified, retry_after: float | None, blame_range: bool = False
+        self, ep: Endpoint, c: Classified, retry_after: float | None, blame_range: bool = False
     ) -> None:
-        cooled = False
         with self._lock:
-            ep.errors[c.kind] += 1
-            if c.kind == rpc_errors.RATE_LIMIT:
-                ep.http_429 += 1
-            if not blame_range:
-                ep.consecutive_failures += 1
-            wait = self._endpoint_backoff(1 if blame_range else ep.consecutive_failures)
-            if retry_after is not None:
-                wait = max(wait, retry_after)
-            now = time.monotonic()
-            ep.not_before = max(ep.not_before, now + wait)
-            tired = ep.consecutive_failures >= self.cooldown_after and not blame_range
-            if tired and not ep.cooling(now):
-                ep.cooling_until = now + max(self.cooldown_s, wait)
-                ep.cooling_wall = time.time() + max(self.cooldown_s, wait)
-                cooled = True
-        if cooled:
+            cooled = ep.on_failure(
+                c.kind,
+                retry_after,
+                blame_range,
+                self._endpoint_backoff,
+                self.cooldown_after,
+                self.cooldown_s,
+                time.monotonic(),
+                time.time(),
+            )
+        if cooled is not None:
             self._emit(
                 "cooldown",
                 f"{ep.masked} failed {ep.consecutive_failures} times in a row; "
-                f"cooling down for {max(self.cooldown_s, wait):.1f}s",
+                f"cooling down for {cooled:.1f}s",
             )
 
     # ------------------------------------------------------------------ eth_getLogs ranges
@@ -666,32 +484,29 @@ class RpcPool:
     ) -> tuple[int, list[dict], int | None]:
         """Fetch the logs of one sub-range starting at ``start``; return (end, logs, narrow).
 
-        A sub-range that keeps failing for a non-range reason is bisected (SPLIT_ATTEMPTS per
-        level) until a part works or one block is left (RangeFailed). ``narrow`` carries the
-        search on from the previous sub-range: the next one starts at twice the span that worked
-        rather than at full width, so isolating a bad block costs about two requests per halving
+        A sub-range that keeps failing for a non-range reason is bisected (``BlockSearch``)
+        until a part works or one block is left (RangeFailed). ``narrow`` carries the search on
+        from the previous sub-range: the next one starts at twice the span that worked rather
+        than at full width, so isolating a bad block costs about two requests per halving
         instead of a fresh search after every success. While bisecting, failures are blamed on
         the range, not the URL (no growing backoff, no cooldown): every URL may fail the same
         blocks.
         """
-        searching = narrow is not None  # isolating failing blocks (bisecting)
-        cap = narrow or stop - start + 1  # local limit, lowered by bisection after failures
-        split_attempts = min(self.max_attempts, SPLIT_ATTEMPTS)
-        attempts = split_attempts if searching else self.max_attempts
+        search = BlockSearch.begin(start, stop, narrow, self.max_attempts)
         key = json.dumps([address, topics], sort_keys=True)
         timeouts = [0]
-        failures: Counter[str] = Counter()  # kinds of the failed attempts of this sub-range
         while True:
             last: list[tuple[int, int]] = []
 
             def attempt(
-                ep: _Endpoint, cap: int = cap, last: list = last, searching: bool = searching
+                ep: Endpoint,
+                cap: int = search.cap,
+                last: list = last,
+                searching: bool = search.searching,
             ) -> tuple[int, list]:
-                with self._lock:
-                    st = ep.state(key)
                 while True:
-                    span = max(1, min(st.range, ep.range_cap, cap))
-                    end = min(stop, start + span - 1)
+                    with self._lock:
+                        end = self._ranges.end_for(ep.index, key, start, stop, cap)
                     last[:] = [(start, end)]
                     flt: dict[str, Any] = {"fromBlock": hex(start), "toBlock": hex(end)}
                     if address:
@@ -708,7 +523,7 @@ class RpcPool:
                             blame_range=searching,
                         )
                     except _RangeTooBig as exc:
-                        self._shrink(ep, st, start, end, exc.classified)
+                        self._shrink(ep, key, start, end, exc.classified)
                         continue
                     except RpcError as exc:
                         if end == start or exc.code not in rpc_errors.MAYBE_RANGE_CODES:
@@ -719,72 +534,54 @@ class RpcPool:
                         unknown = Classified(
                             rpc_errors.RANGE_TOO_BIG, code=exc.code, message=exc.message
                         )
-                        self._shrink(ep, st, start, end, unknown)
+                        self._shrink(ep, key, start, end, unknown)
                         continue
                     except _AttemptFailed as exc:
-                        failures[exc.classified.kind] += 1
+                        search.failed(exc.classified.kind)
                         if exc.classified.kind == rpc_errors.TIMEOUT and end > start:
                             timeouts[0] += 1
                             if timeouts[0] % TIMEOUTS_BEFORE_SPLIT == 0:
                                 # A range that keeps timing out may simply be too heavy.
                                 with self._lock:
-                                    st.range = max(1, (end - start + 1) // 2)
-                                    st.block_limit = min(st.block_limit, float(st.range))
-                                    st.ceiling = min(st.ceiling, float(end - start))
-                                    st.ceiling_density = 0.0
+                                    span = self._ranges.on_timeout(ep.index, key, start, end)
                                 self._emit(
                                     "range_split",
                                     f"eth_getLogs [{start}, {end}] timed out "
-                                    f"{timeouts[0]} times; now {st.range} blocks",
+                                    f"{timeouts[0]} times; now {span} blocks",
                                 )
                         raise
-                    self._on_logs_success(ep, st, key, start, end, logs, cut=end == stop)
+                    with self._lock:
+                        self._ranges.on_success(ep.index, key, start, end, logs, cut=end == stop)
                     return end, logs
 
             try:
-                end, logs = self._with_retries(attempt, f"eth_getLogs [{start}, ...]", attempts)
+                end, logs = self._with_retries(
+                    attempt, f"eth_getLogs [{start}, ...]", search.attempts
+                )
             except RangeFailed:
                 raise
             except RpcError as exc:
                 a, b = last[0] if last else (start, start)
-                # Rate limits alone say nothing about the blocks; any other failure of this
-                # sub-range, at any level of the search, does (and so does a search carried on
-                # from the sub-range before): a level whose few attempts all met a throttled
-                # URL does not end the search.
-                blocks_fault = searching or any(k != rpc_errors.RATE_LIMIT for k in failures)
-                if b > a and exc.exhausted and blocks_fault:
+                if search.bisect(a, b, exc.exhausted):
                     # Keeps failing for a non-range reason: bisect to isolate the bad block(s).
-                    cap = max(1, (b - a + 1) // 2)
-                    attempts = split_attempts
-                    searching = True
                     self._emit(
                         "range_split",
-                        f"[{a}, {b}] still failing ({exc.kind}); retrying in {cap}-block parts",
+                        f"[{a}, {b}] still failing ({exc.kind}); "
+                        f"retrying in {search.cap}-block parts",
                     )
                     continue
                 raise RangeFailed(
                     a, b, exc.kind, self._mask(f"blocks [{a}, {b}]: {exc.message}"), url=exc.url
                 ) from None
-            if not searching:
-                return end, logs, None
-            # The search goes on from here at twice the span that worked, back to full width
-            # once that reaches max_block_range (the bad blocks are behind us, or next).
-            span = end - start + 1
-            return end, logs, (span * 2 if span * 2 < self.max_block_range else None)
+            return end, logs, search.carry(end - start + 1, self.max_block_range)
 
-    def _shrink(self, ep: _Endpoint, st: _RangeState, start: int, end: int, c: Classified) -> None:
-        """React to a range-too-big answer for [start, end]; raise RangeFailed at one block.
-
-        The next request uses the provider's suggested range when it gave one (a sub-range from
-        ``start``), else the block limit it named, else (for a block-range complaint) the last
-        span that worked, else half. A result-count limit (named in the message, or inferred) is
-        remembered and later ranges follow the log density; otherwise the soft block limit is
-        lowered (and grows back slowly after successes).
-        """
-        span = end - start + 1
-        if span <= 1:
-            with self._lock:
-                ep.errors["range_split"] += 1
+    def _shrink(self, ep: Endpoint, key: str, start: int, end: int, c: Classified) -> None:
+        """React to a range-too-big answer for [start, end] (RangeController.on_too_big);
+        raise RangeFailed when it was a single block."""
+        with self._lock:
+            ep.errors["range_split"] += 1
+            shrink = self._ranges.on_too_big(ep.index, key, start, end, c)
+        if shrink is None:
             raise RangeFailed(
                 start,
                 end,
@@ -792,174 +589,14 @@ class RpcPool:
                 self._mask(f"block {start} alone is too big for {ep.masked}: {c.message[:200]}"),
                 url=ep.masked,
             )
-        new = span // 2
-        how = "halved"
-        sug = c.suggested_range
-        suggested = False
-        if sug is not None and sug[0] == start and start <= sug[1] < end:
-            new = sug[1] - start + 1
-            how = f"provider suggested [{sug[0]}, {sug[1]}]"
-            suggested = True
-        elif sug is not None and sug[0] <= sug[1] and sug[1] - sug[0] + 1 < span:
-            new = sug[1] - sug[0] + 1
-            how = f"provider suggested a {new}-block range"
-        elif c.max_range is not None and c.max_range < span:
-            new = c.max_range
-            how = f"provider limit {c.max_range} blocks"
-        elif st.last_ok_span is not None and st.last_ok_span < span and c.cause != "results":
-            new = st.last_ok_span
-            how = "back to the last range that worked"
-        new = max(1, min(new, span - 1))
-        with self._lock:
-            ep.errors["range_split"] += 1
-            st.streak = 0
-            if c.max_results is not None:
-                ep.results_cap = c.max_results
-            elif c.max_range is not None:
-                # A named block limit (Alchemy names one beside its result cap: not binding).
-                ep.range_cap = max(1, min(ep.range_cap, c.max_range))
-            unexplained = not suggested and c.max_range is None and c.max_results is None
-            if unexplained and ep.results_cap is None and 0 < span <= st.max_ok_span:
-                # A span that worked before fails now: the result set, not the span, is too big.
-                # The most logs one request has returned is a safe estimate of the cap.
-                if st.max_ok_logs > 0:
-                    st.results_est = st.max_ok_logs
-            by_results = (c.cause == "results" and ep.results_cap is not None) or (
-                unexplained and st.results_est is not None and ep.results_cap is None
-            )
-            if not by_results:
-                st.block_limit = min(st.block_limit, float(new))
-                if not suggested and c.max_range is None:
-                    st.ceiling = min(st.ceiling, float(span - 1))
-                    st.ceiling_density = 0.0
-            if suggested:
-                if ep.last_suggested_span == new:
-                    # The same span suggested twice in a row: likely a block limit (soft).
-                    st.block_limit = min(st.block_limit, float(new))
-                ep.last_suggested_span = new
-            st.block_limit = min(st.block_limit, float(ep.range_cap))
-            st.pending_suggestion = new if suggested else None
-            st.range = new
         self._emit(
             "range_split",
             f"eth_getLogs [{start}, {end}] too big at {ep.masked} ({c.message[:160]}); "
-            f"{how}: now {new} blocks",
+            f"{shrink.how}: now {shrink.span} blocks",
         )
-
-    @staticmethod
-    def _learn_suggested_limit(ep: _Endpoint, st: _RangeState, span: int) -> None:
-        """A suggested range that is a block limit: soft at first, hard when seen twice."""
-        if ep.suggested_limit == span:
-            ep.range_cap = min(ep.range_cap, span)
-        ep.suggested_limit = span
-        st.block_limit = min(st.block_limit, float(span))
-
-    def _remember_counts(self, key: str, start: int, end: int, logs: list[dict]) -> list[int]:
-        """Append the logs per block of [start, end] to the filter's history; return it."""
-        span = end - start + 1
-        counts = [0] * span
-        try:
-            for lg in logs:
-                i = int(lg["blockNumber"], 16) - start
-                if 0 <= i < span:
-                    counts[i] += 1
-        except (KeyError, TypeError, ValueError):
-            counts = [len(logs) // span] * span  # no usable block numbers: spread evenly
-        nxt, history = self._history.get(key, (None, []))
-        if nxt != start:
-            history = []  # not contiguous (another day): start over
-        history.extend(counts)
-        del history[: -log_density.WINDOW_BLOCKS]
-        self._history[key] = (end + 1, history)
-        return history
-
-    def _on_logs_success(
-        self,
-        ep: _Endpoint,
-        st: _RangeState,
-        key: str,
-        start: int,
-        end: int,
-        logs: list[dict],
-        cut: bool,
-    ) -> None:
-        """Learn from a successful eth_getLogs; ``cut`` when the asked range ended the request.
-
-        Growth: with a known result cap the range follows the log density forecast from the
-        blocks just fetched (engine.rpc.log_density), aiming at RESULT_CAP_TARGET of the cap.
-        Otherwise the soft block limit grows by GROW_FACTOR after GROW_AFTER successes in a row
-        (bisecting towards a span that failed before, if any), or doubles at once when a request
-        returned under a quarter of the most logs a request has returned so far (the dense
-        stretch that forced the split is over).
-        """
-        span = end - start + 1
-        n_logs = len(logs)
-        with self._lock:
-            self._last_range_ep = ep
-            st.streak += 1
-            cap = ep.results_cap
-            if cap is None and st.results_est is not None:
-                cap = max(st.results_est, st.max_ok_logs, n_logs)
-            history = None
-            if cap is not None:
-                history = self._remember_counts(key, start, end, logs)
-            else:
-                self._history.pop(key, None)
-            d = n_logs / span
-            st.density = d if st.density is None else 0.5 * st.density + 0.5 * d
-            if st.pending_suggestion == span and ep.results_cap is not None:
-                # The provider's suggestion worked. Far below its result cap, it was a block
-                # limit in disguise: a soft one first, a hard one when suggested again.
-                if n_logs < RESULT_CAP_TARGET * ep.results_cap:
-                    self._learn_suggested_limit(ep, st, span)
-            st.pending_suggestion = None
-            if cut and span < st.range:
-                st.max_ok_logs = max(st.max_ok_logs, n_logs)
-                return  # a short request at the end of the asked range says little about size
-            st.last_ok_span = span
-            st.max_ok_span = max(st.max_ok_span, span)
-            if st.ceiling != float("inf"):
-                st.ceiling_density = max(st.ceiling_density, d)
-                if st.density * 4 < st.ceiling_density:
-                    st.ceiling = float("inf")  # the dense stretch that set it is over
-            upper = min(float(ep.range_cap), st.ceiling)
-            if st.block_limit < upper:
-                if n_logs * 4 < st.max_ok_logs and span >= int(st.block_limit):
-                    st.block_limit = min(upper, st.block_limit * 2)
-                elif st.streak >= GROW_AFTER:
-                    if st.ceiling != float("inf"):
-                        grown = float((int(st.block_limit) + int(upper) + 1) // 2)
-                    else:
-                        grown = max(st.block_limit + 1, st.block_limit * GROW_FACTOR)
-                    st.block_limit = min(upper, grown)
-                    st.streak = 0
-            st.max_ok_logs = max(st.max_ok_logs, n_logs)
-            limit = int(min(st.block_limit, ep.range_cap, st.ceiling))
-            if st.results_est is not None and ep.results_cap is None:
-                st.results_est = cap
-            target = None
-            if cap is not None and history is not None:
-                # An inferred cap is the most logs a request returned: safe as it is, while a
-                # named cap is aimed at with a margin (RESULT_CAP_TARGET) for the forecast.
-                aim = RESULT_CAP_TARGET * cap if ep.results_cap is not None else float(cap)
-                target = log_density.blocks_for(history, aim, limit)
-            if target is not None:
-                st.range = max(1, min(target, int(max(span, st.range) * DENSITY_GROWTH_MAX)))
-            else:
-                st.range = max(1, limit)
 
 
 def _logs_problem(result: Any) -> str | None:
     if isinstance(result, list):
         return None
     return f"eth_getLogs returned {type(result).__name__}, not a list"
-
-
-def _percentile(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    idx = min(len(sorted_values) - 1, max(0, int(round(q * (len(sorted_values) - 1)))))
-    return round(sorted_values[idx], 1)
-
-
-__all__ = ["RpcPool", "RpcError", "RangeFailed", "parse_retry_after"]
