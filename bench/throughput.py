@@ -79,7 +79,7 @@ def end_to_end(config: Path) -> tuple[int, float, dict[int, tuple[int, int]]]:
         elapsed = time.perf_counter() - t0
         st = engine.status()
         rows = sum(st.rows_staged.values())
-        ranges = dict(engine.ranges)
+        ranges = dict(engine.progress.ranges)
     finally:
         engine.stop()
     return rows, elapsed, ranges

@@ -1,7 +1,9 @@
-"""The Engine: wires config, store, devchain, supervisor and loader; operator actions; status.
+"""The Engine: wires config, store, devchain, supervisor and loader; worker messages; status.
 
-Everything an operator can do (scale, restart, pause, OPTIMIZE, abort) is a method here, so the
-TUI keys, headless mode and the control socket all call the same code.
+Its parts live beside it: progress and ETA in engine/progress.py, per-URL RPC health in
+engine/rpc_health.py, operator actions and control commands in engine/actions.py. Everything an
+operator can do (scale, restart, pause, OPTIMIZE, abort) is a method of the Engine delegating to
+engine/actions.py, so the TUI keys, headless mode and the control socket all call the same code.
 """
 
 from __future__ import annotations
@@ -15,25 +17,28 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from engine.actions import Operator, status_dict
 from engine.analytics.gates import run_gates
 from engine.analytics.rebuild import rebuild
-from engine.config import MAX_SHARDS, Config
+from engine.config import Config
 from engine.constants import check_topics
 from engine.control import ControlServer, socket_path_for
 from engine.decode import TABLES
 from engine.masking import mask_url
+from engine.progress import Progress
 from engine.rpc.pool import RpcPool
+from engine.rpc_health import RpcHealthBook
 from engine.status import (
     DONE,
-    FATAL,
-    STALLED,
+    DiskReport,
+    DuplicateCheck,
     EngineStatus,
     ErrorGroup,
     GateResult,
     RpcHealth,
     WorkerStatus,
 )
-from engine.store import maintenance, panels
+from engine.store import panels
 from engine.store.client import Store, open_store
 from engine.store.loader import Loader
 from engine.supervisor import Shard, Supervisor
@@ -58,94 +63,6 @@ def worker_budget(rps: float, shards: int, own_shards_with_work: int, explicit: 
     if explicit:
         return rps / max(1, shards)
     return rps / max(1, own_shards_with_work)
-
-
-#: Key of the gone worker processes' RPC counts among the shards' reports (never a live shard).
-RETIRED_REPORTS = -1
-
-#: Separates a masked URL from its position in rpc.urls when two URLs mask alike ("... #2").
-RPC_LABEL_TAG = " #"
-
-
-def merge_rpc_health(
-    by_shard: dict[int, list[dict]], live: set[int] | None = None
-) -> list[RpcHealth]:
-    """One row per RPC URL from the workers' RpcPool.health() reports, in rpc.urls order.
-
-    Rows are keyed by the URL's position in the URL list ("index", the same in every worker of a
-    console), not by the masked URL: two keys at one provider mask to the same text but are
-    separate budgets, backoffs and cooldowns. A report without an index (an older worker) is
-    keyed by its masked URL. Labels that still collide get RPC_LABEL_TAG + the 1-based position.
-
-    Counts (calls, 429s, errors by kind) add up over every report kept, finished shards included:
-    they are the run's history. What describes the URL now comes from the shards in ``live``
-    (None: all): calls/s (a stopped worker makes no calls; its last report's rate is stale),
-    cooling-until, and latency and range (those two fall back to every report when no live worker
-    reported the URL, so the last known values stay visible after the workers are done).
-
-    p95 is the worst worker's p95 (a tail: the slowest worker is the one to look at). p50 is the
-    mean of the workers' p50s weighted by their calls: workers hit the same URL with the same kind
-    of requests, so this approximates the median of all their calls, and a just-restarted worker
-    with a handful of calls cannot swing it the way a max or a plain mean would.
-    """
-    # Key: (0, index) for a report with its position in the URL list, else (1, masked url).
-    rows: dict[tuple[int, int | str], RpcHealth] = {}
-    # Per row: (live, p50, p95, calls, current_range) of each report, for the "now" values.
-    samples: dict[tuple[int, int | str], list[tuple[bool, Any, Any, int, Any]]] = {}
-    for shard, healths in by_shard.items():
-        is_live = live is None or shard in live
-        for h in healths:
-            url = str(h.get("url", "?"))
-            idx = h.get("index")
-            key: tuple[int, int | str] = (0, int(idx)) if idx is not None else (1, url)
-            agg = rows.get(key)
-            if agg is None:
-                agg = rows[key] = RpcHealth(url=url)
-            calls = int(h.get("calls", 0))
-            agg.calls += calls
-            agg.http_429 += int(h.get("http_429", 0))
-            for k, v in (h.get("errors") or {}).items():
-                agg.errors[k] = agg.errors.get(k, 0) + int(v)
-            samples.setdefault(key, []).append(
-                (is_live, h.get("p50_ms"), h.get("p95_ms"), calls, h.get("current_range"))
-            )
-            if is_live:
-                agg.calls_per_s += float(h.get("calls_per_s", 0.0) or 0.0)
-                cu = h.get("cooling_until")
-                if cu:
-                    agg.cooling_until = max(agg.cooling_until or 0.0, float(cu))
-    for key, agg in rows.items():
-        reports = samples[key]
-        now = [r for r in reports if r[0]]
-        lat = [r for r in now if r[1] is not None or r[2] is not None] or [
-            r for r in reports if r[1] is not None or r[2] is not None
-        ]
-        p95s = [float(r[2]) for r in lat if r[2] is not None]
-        agg.p95_ms = max(p95s) if p95s else None
-        p50s = [(float(r[1]), r[3]) for r in lat if r[1] is not None]
-        weight = sum(n for _, n in p50s)
-        if weight > 0:
-            agg.p50_ms = sum(p50 * n for p50, n in p50s) / weight
-        elif p50s:
-            agg.p50_ms = sum(p50 for p50, _ in p50s) / len(p50s)
-        spans = [int(r[4]) for r in now if r[4] is not None] or [
-            int(r[4]) for r in reports if r[4] is not None
-        ]
-        agg.current_range = min(spans) if spans else None  # the narrowest any worker uses
-    order = sorted(rows, key=lambda k: (k[0], k[1] if k[0] == 0 else 0))
-    label_count: dict[str, int] = {}
-    for key in order:
-        label_count[rows[key].url] = label_count.get(rows[key].url, 0) + 1
-    nth: dict[str, int] = {}
-    out = []
-    for key in order:
-        agg = rows[key]
-        if label_count[agg.url] > 1:
-            nth[agg.url] = nth.get(agg.url, 0) + 1
-            tag = int(key[1]) + 1 if key[0] == 0 else nth[agg.url]
-            agg.url = f"{agg.url}{RPC_LABEL_TAG}{tag}"
-        out.append(agg)
-    return out
 
 
 def chain_label_for(urls: list[str]) -> str:
@@ -187,23 +104,13 @@ class Engine:
         self.urls: list[str] = []
         self.chain = ""
         self.chain_id = 0
-        self.lock = threading.RLock()
-        self.complete: set[int] = set()
-        self.pending_checkpoint: set[int] = set()
-        self.failed: dict[int, str] = {}
-        self.ranges: dict[int, tuple[int, int]] = {}
-        self.rows_at_start: dict[str, int] = {}
-        self.completed_by_shard: dict[int, int] = {}
+        self.lock = threading.RLock()  # shards, shard_ids, errors, background threads
+        self.progress = Progress(cfg.backfill.days, self.started_at)
+        self.rpc = RpcHealthBook()
+        self.operator = Operator(self)
         self.errors: dict[tuple[str, int | None], ErrorGroup] = {}
-        self.rpc_by_shard: dict[int, list[dict]] = {}
-        self.rpc_pid: dict[int, int | None] = {}  # the process each shard's report came from
-        # Counts of worker processes that are gone (restarted, scaled away), per URL: the panel's
-        # calls, 429s and errors stay totals of the run rather than of the current processes.
-        self.rpc_retired: dict[object, dict] = {}
         self.gates: list[GateResult] = []
         self.messages: deque[str] = deque(maxlen=20)
-        self.rate_samples: deque[tuple[float, int]] = deque(maxlen=600)
-        self.rate_history: deque[float] = deque(maxlen=120)
         self._stop = threading.Event()
         # Wakes the monitor early: a worker finished, or checkpoints were written.
         self._wake = threading.Event()
@@ -251,7 +158,7 @@ class Engine:
             self.chain = chain_label_for(self.urls)
         probe = RpcPool(self.urls, timeout_s=self.cfg.rpc.timeout_s, max_attempts=3)
         self.chain_id = int(probe.call("eth_chainId", []), 16)
-        self._load_progress()
+        self.progress.load(self.store, self.chain_id, self.cfg.backfill.start_date)
         self.loader = Loader(
             self.store,
             self.chain_id,
@@ -270,7 +177,7 @@ class Engine:
         )
         self.state = "running"
         self.say(
-            f"backfill: {len(self.complete)}/{self.days_total} days already COMPLETE; "
+            f"backfill: {self.progress.counts()[0]}/{self.days_total} days already COMPLETE; "
             f"starting {len(self.shard_ids)} worker(s) of SHARDS={self.shards} on {self.chain}"
         )
         self.supervisor.start_all()
@@ -280,33 +187,12 @@ class Engine:
         self._monitor = threading.Thread(target=self._monitor_loop, name="monitor", daemon=True)
         self._monitor.start()
 
-    def _load_progress(self) -> None:
-        assert self.store is not None
-        db = self.store.database
-        sd = self.cfg.backfill.start_date.isoformat()
-        rows = self.store.query(
-            f"SELECT day_idx FROM {db}.backfill_checkpoint FINAL WHERE status = 'COMPLETE' "
-            f"AND chain_id = {self.chain_id} AND start_date = '{sd}' "
-            f"AND day_idx < {self.days_total}"
-        )
-        self.complete = {int(r[0]) for r in rows}
-        rows = self.store.query(
-            f"SELECT day_idx, from_block, to_block, n_blocks FROM {db}.day_blocks FINAL "
-            f"WHERE chain_id = {self.chain_id} AND start_date = '{sd}'"
-        )
-        self.ranges = {
-            int(d): (int(f), int(t) if int(n) > 0 else int(f) - 1) for d, f, t, n in rows
-        }
-        self.rows_at_start = panels.staged_rows(self.store)
-
     def plan_for(self, shard: int, shards: int) -> dict[str, Any]:
         """The plan a (re)started worker receives on stdin."""
         own = self.shard_ids if self.supervisor is None else self.supervisor.shard_ids
-        with self.lock:
-            skip = self.complete | self.pending_checkpoint
-            todo = [d for d in range(self.days_total) if d not in skip]
-            days = [d for d in todo if d % shards == shard]
-            ranges = {str(d): list(self.ranges[d]) for d in days if d in self.ranges}
+        todo = self.progress.todo()
+        days = [d for d in todo if d % shards == shard]
+        ranges = self.progress.plan_ranges(days)
         with_work = len({d % shards for d in todo} & set(own))
         c = self.cfg.contracts
         r = self.cfg.rpc
@@ -375,15 +261,11 @@ class Engine:
         if t == "rows":
             loader.add_rows(msg["table"], msg["data"], int(msg["n"]))
         elif t == "day_done":
-            day = int(msg["day"])
-            with self.lock:
-                self.pending_checkpoint.add(day)
-                self.ranges[day] = (int(msg["from"]), int(msg["to"]))
+            self.progress.day_done(int(msg["day"]), int(msg["from"]), int(msg["to"]))
             loader.add_checkpoint(sh.shard, msg)
         elif t == "range":
             day = int(msg["day"])
-            with self.lock:
-                self.ranges[day] = (int(msg["from"]), int(msg["to"]))
+            self.progress.set_range(day, int(msg["from"]), int(msg["to"]))
             loader.add_range(day, int(msg["from"]), int(msg["to"]))
         elif t == "hb":
             day = msg.get("day")
@@ -408,30 +290,19 @@ class Engine:
             kind = str(msg.get("kind", "error"))
             self._record_error(kind, str(msg.get("msg", "")), sh.shard, int(msg.get("count", 1)))
             if kind == "day_failed" and msg.get("day") is not None:
-                with self.lock:
-                    self.failed[int(msg["day"])] = str(msg.get("msg", ""))
+                self.progress.day_failed(int(msg["day"]), str(msg.get("msg", "")))
         elif t == "rpc":
             sup = self.supervisor
             if sup is not None and sup.shards.get(sh.shard) is not sh:
                 return  # a late report of a worker scaled away (its entry is dropped in scale)
-            with self.lock:
-                if self.rpc_pid.get(sh.shard, sh.pid) != sh.pid:
-                    # A new process of this shard: the old one's last report is final.
-                    self._retire_rpc(self.rpc_by_shard.get(sh.shard, []))
-                self.rpc_pid[sh.shard] = sh.pid
-                self.rpc_by_shard[sh.shard] = list(msg.get("health") or [])
+            self.rpc.report(sh.shard, sh.pid, list(msg.get("health") or []))
         elif t == "done":
             # Its last checkpoints should not wait for the loader's timer.
             loader.flush_soon()
             self._wake.set()
 
     def _on_checkpoint(self, day: int) -> None:
-        with self.lock:
-            self.complete.add(day)
-            self.pending_checkpoint.discard(day)
-            self.failed.pop(day, None)
-            shard = day % self.shards
-            self.completed_by_shard[shard] = self.completed_by_shard.get(shard, 0) + 1
+        self.progress.checkpointed(day, day % self.shards)
         self._wake.set()
 
     def _record_error(self, kind: str, message: str, shard: int | None, count: int = 1) -> None:
@@ -472,20 +343,13 @@ class Engine:
 
     def _sample_rate(self, now: float) -> None:
         assert self.loader is not None
-        total = sum(self.loader.rows_written.values())
-        self.rate_samples.append((now, total))
-        window = [s for s in self.rate_samples if now - s[0] <= 10.0]
-        rate = 0.0
-        if len(window) >= 2 and window[-1][0] > window[0][0]:
-            rate = (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
-        self.rate_history.append(rate)
+        self.progress.sample_rate(now, sum(self.loader.rows_written.values()))
 
     def _check_complete(self) -> None:
         if self.state not in ("running", "paused"):
             return
         assert self.supervisor is not None
-        with self.lock:
-            missing = [d for d in self.scope_days() if d not in self.complete]
+        missing = self.progress.missing(self.scope_days())
         if missing or not self.supervisor.all_done():
             return
         self.notice(f"COMPLETE: all {len(self.scope_days())} days of this console are staged")
@@ -580,19 +444,18 @@ class Engine:
                         last_error=sh.last_error,
                     )
                 )
+        complete, failed = self.progress.counts()
         with self.lock:
-            complete = len(self.complete)
-            failed = len(self.failed)
             errors = sorted(self.errors.values(), key=lambda g: -g.last_at)
-            live = None if sup is None else {w.shard for w in workers if w.pid is not None}
-            rpc = self._rpc_health(live)
+        live = None if sup is None else {w.shard for w in workers if w.pid is not None}
+        rpc = self._rpc_health(live)
         in_progress = len({w.day for w in workers if w.day is not None and w.state != DONE})
-        rows = dict(self.rows_at_start)
+        written: dict[str, int] = {}
         if self.loader is not None:
             for kind, n in self.loader.rows_written.items():
                 table = TABLES[kind][0]
-                rows[table] = rows.get(table, 0) + n
-        rate = self.rate_history[-1] if self.rate_history else 0.0
+                written[table] = written.get(table, 0) + n
+        rows = self.progress.rows_staged(written)
         state = self.state
         if state == "running" and sup is not None and sup.paused:
             state = "paused"
@@ -609,9 +472,9 @@ class Engine:
             days_in_progress=in_progress,
             days_failed=failed,
             rows_staged=rows,
-            rate_history=list(self.rate_history),
-            rows_per_s=rate,
-            eta_s=self._eta(now),
+            rate_history=list(self.progress.rate_history),
+            rows_per_s=self.progress.rate(),
+            eta_s=self.progress.eta(now, list(self.shard_ids), self.shards),
             stall_after_s=self.cfg.monitor.stall_after_s,
             workers=workers,
             rpc=rpc,
@@ -620,55 +483,12 @@ class Engine:
             messages=list(self.messages),
         )
 
-    def _eta(self, now: float) -> float | None:
-        """Seconds until the slowest shard finishes; None while the rate has not settled."""
-        elapsed = now - self.started_at
-        if elapsed < 15:
-            return None
-        worst = 0.0
-        with self.lock:
-            for k in self.shard_ids:
-                remaining = sum(
-                    1 for d in range(k, self.days_total, self.shards) if d not in self.complete
-                )
-                if remaining == 0:
-                    continue
-                done = self.completed_by_shard.get(k, 0)
-                if done == 0:
-                    return None
-                worst = max(worst, remaining * elapsed / done)
-        return worst
-
-    def _retire_rpc(self, report: list[dict]) -> None:
-        """Fold the counts of a gone process's last report into rpc_retired (lock held)."""
-        for h in report:
-            key = h.get("index", h.get("url"))
-            tot = self.rpc_retired.get(key)
-            if tot is None:
-                tot = {"url": h.get("url"), "calls": 0, "http_429": 0, "errors": {}}
-                if h.get("index") is not None:
-                    tot["index"] = h["index"]
-                self.rpc_retired[key] = tot
-            tot["calls"] += int(h.get("calls", 0))
-            tot["http_429"] += int(h.get("http_429", 0))
-            errors = tot["errors"]
-            for kind, n in (h.get("errors") or {}).items():
-                errors[kind] = errors.get(kind, 0) + int(n)
-
     def _rpc_health(self, live: set[int] | None = None) -> list[RpcHealth]:
-        """Per URL health over the workers' latest reports and the gone processes' counts
-        (caller holds the lock)."""
-        reports = dict(self.rpc_by_shard)
-        if self.rpc_retired:
-            # Counts only (no rate, latency, range or cooldown), under a key no shard has.
-            reports[RETIRED_REPORTS] = list(self.rpc_retired.values())
-            live = set(self.rpc_by_shard) if live is None else live
-        return merge_rpc_health(reports, live)
+        """Per URL health over the workers' latest reports and the gone processes' counts."""
+        return self.rpc.rows(live)
 
     def day_grid(self) -> list[str]:
-        with self.lock:
-            complete = set(self.complete)
-            failed = set(self.failed)
+        complete, failed = self.progress.complete_and_failed()
         running: set[int] = set()
         if self.supervisor is not None:
             running = {
@@ -678,11 +498,11 @@ class Engine:
             }
         return panels.day_states(self.days_total, complete, failed, running)
 
-    def duplicates(self) -> list:
+    def duplicates(self) -> list[DuplicateCheck]:
         assert self.store is not None
         return panels.duplicates(self.store)
 
-    def disk(self):
+    def disk(self) -> DiskReport:
         assert self.store is not None
         return panels.disk(self.store)
 
@@ -695,177 +515,30 @@ class Engine:
     def worker_log_path(self, shard: int) -> str:
         return str(self.cfg.backfill.data_dir / f"worker-{shard}.log")
 
-    # ---- operator actions ---------------------------------------------------------------------
+    # ---- operator actions and control commands (engine/actions.py) ----------------------------
     def scale(self, shards: int) -> str:
-        if not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
-            return f"scale: {shards!r} is not a shard count (expected 1..{MAX_SHARDS})"
-        if self.explicit_shard_ids:
-            return "scale: this console runs --shard-ids; restart each host with the new SHARDS"
-        if self.state not in ("running", "paused"):
-            return f"scale: not running (state {self.state})"
-        old = self.shards
-        if shards == old:
-            return f"already at {shards} shards"
-        sup = self.supervisor
-        assert sup is not None
-
-        def run() -> None:
-            with self.lock:
-                self.shards = shards
-                self.shard_ids = list(range(shards))
-                self.completed_by_shard = {}
-            sup.scale(shards)
-            with self.lock:
-                # Shards scaled away will not report again: their counts move to the retired
-                # totals (their stale rates and latencies go). A DONE shard's report is kept as
-                # it is (merge_rpc_health counts it as history and takes no rate from it).
-                for k in [k for k in self.rpc_by_shard if k >= shards]:
-                    self._retire_rpc(self.rpc_by_shard.pop(k))
-                    self.rpc_pid.pop(k, None)
-            self.notice(f"scaled {old} -> {shards} shards")
-
-        if not self._background("scale", run):
-            return "scale: a scaling is already in progress"
-        return f"scaling {old} -> {shards} shards (rolling restart; COMPLETE days are skipped)"
+        return self.operator.scale(shards)
 
     def restart_worker(self, shard: int) -> str:
-        assert self.supervisor is not None
-        ok = self._background(
-            f"restart-{shard}", lambda: self.notice(self.supervisor.restart(shard))
-        )
-        return f"restarting shard {shard}" if ok else f"shard {shard} is already restarting"
+        return self.operator.restart_worker(shard)
 
     def restart_stalled(self) -> str:
-        assert self.supervisor is not None
-        with self.supervisor.lock:
-            targets = [
-                s.shard for s in self.supervisor.shards.values() if s.state in (STALLED, FATAL)
-            ]
-        if not targets:
-            return "no STALLED or FATAL worker"
-        self._background("restart-stalled", lambda: self.notice(self.supervisor.restart_stalled()))
-        return f"restarting shard(s) {', '.join(map(str, targets))}"
+        return self.operator.restart_stalled()
 
     def pause(self) -> str:
-        assert self.supervisor is not None
-        return self.supervisor.pause()
+        return self.operator.pause()
 
     def resume(self) -> str:
-        assert self.supervisor is not None
-        return self.supervisor.resume()
+        return self.operator.resume()
 
     def optimize(self) -> str:
-        def run() -> None:
-            assert self.store is not None
-            t0 = time.monotonic()
-            try:
-                with self.lock:
-                    complete = set(self.complete)
-                done = maintenance.optimize(self.store, complete, self.days_total)
-                self.notice(f"OPTIMIZE done: {done} in {time.monotonic() - t0:.1f}s")
-            except Exception as exc:
-                self._record_error("optimize", str(exc), None)
-                self.notice(f"OPTIMIZE failed: {exc}")
-
-        if not self._background("optimize", run):
-            return "OPTIMIZE is already running"
-        return "OPTIMIZE started in the background (finished partitions, then small tables)"
+        return self.operator.optimize()
 
     def abort(self) -> str:
-        if self.state in ("aborting", "stopped"):
-            return f"already {self.state}"
-        self.state = "aborting"
-        self.exit_reason = "aborted by operator"
+        return self.operator.abort()
 
-        def run() -> None:
-            assert self.supervisor is not None and self.loader is not None
-            self.supervisor.stop_all("abort")
-            self.notice("abort: workers stopped, flushing rows and checkpoints")
-            self._stop.set()
-            self._wake.set()
-            self.loader.close()
-            self.state = "stopped"
-            self.notice("abort: done; a rerun resumes from checkpoints")
-
-        self._background("abort", run)
-        return "aborting: workers finish their current chunk, rows are flushed, then exit"
-
-    # ---- control socket -----------------------------------------------------------------------
     def status_dict(self) -> dict[str, Any]:
-        st = self.status()
-        return {
-            "shards": st.shards,
-            "shard_ids": st.shard_ids,
-            "state": st.state,
-            "chain": st.chain,
-            "store": st.store,
-            "days_complete": st.days_complete,
-            "days_total": st.days_total,
-            "days_failed": st.days_failed,
-            "rows_staged": st.rows_staged,
-            "rows_per_s": round(st.rows_per_s, 1),
-            "eta_s": None if st.eta_s is None else round(st.eta_s),
-            "elapsed_s": round(st.elapsed_s),
-            "busy": self.busy(),
-            "workers": [
-                {
-                    "shard": w.shard,
-                    "pid": w.pid,
-                    "state": w.state,
-                    "day": w.day,
-                    "heartbeat_age_s": None
-                    if w.heartbeat_age_s is None
-                    else round(w.heartbeat_age_s, 1),
-                    "rows": w.rows,
-                    "restarts": w.restarts,
-                    "last_error": w.last_error,
-                }
-                for w in st.workers
-            ],
-            "errors": [
-                {"kind": e.kind, "shard": e.shard, "count": e.count, "last": e.last_message}
-                for e in st.errors
-            ],
-            # Per URL (masked), merged over the workers: see merge_rpc_health.
-            "rpc": [
-                {
-                    "url": h.url,
-                    "calls": h.calls,
-                    "calls_per_s": round(h.calls_per_s, 2),
-                    "http_429": h.http_429,
-                    "errors": dict(h.errors),
-                    "p50_ms": h.p50_ms,
-                    "p95_ms": h.p95_ms,
-                    "current_range": h.current_range,
-                    "cooling_until": h.cooling_until,
-                }
-                for h in st.rpc
-            ],
-        }
+        return status_dict(self.status(), self.busy())
 
     def handle_command(self, req: dict[str, Any]) -> dict[str, Any]:
-        cmd = req.get("cmd")
-        if cmd == "status":
-            return {"ok": True, "status": self.status_dict()}
-        if self.supervisor is None:
-            return {"ok": False, "error": f"console is {self.state}, not ready for {cmd}"}
-        if cmd == "scale":
-            shards = req.get("shards")
-            msg = self.scale(shards if isinstance(shards, int) else -1)
-            return {"ok": msg.startswith("scaling") or msg.startswith("already"), "message": msg}
-        if cmd == "restart":
-            target = req.get("target")
-            if target == "stalled":
-                return {"ok": True, "message": self.restart_stalled()}
-            if isinstance(target, int) and target in self.supervisor.shards:
-                return {"ok": True, "message": self.restart_worker(target)}
-            return {"ok": False, "error": f"restart: no shard {target!r} in {self.shard_ids}"}
-        actions = {
-            "pause": self.pause,
-            "resume": self.resume,
-            "optimize": self.optimize,
-            "abort": self.abort,
-        }
-        if cmd in actions:
-            return {"ok": True, "message": actions[cmd]()}
-        return {"ok": False, "error": f"unknown command {cmd!r}"}
+        return self.operator.handle_command(req)

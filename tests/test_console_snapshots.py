@@ -13,7 +13,7 @@ import os
 import pytest
 
 from console.app import BackfillApp
-from engine.runtime import merge_rpc_health
+from engine.rpc_health import merge_rpc_health
 from tests.support.fake_engine import (
     NOW,
     FakeEngine,

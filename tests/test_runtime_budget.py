@@ -12,7 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine.runtime import Engine, merge_rpc_health, worker_budget
+from engine.rpc_health import merge_rpc_health
+from engine.runtime import Engine, worker_budget
 from engine.supervisor import Shard
 
 RPS = 24.0
@@ -62,10 +63,10 @@ def test_worker_budget_explicit_shard_ids_take_one_shards_share():
 def test_plan_divides_by_shards_with_days_left_not_by_all_shards():
     eng = make_engine(days=8, shards=4)
     assert budget(eng, 0) == RPS / 4
-    eng.complete |= {3, 7}  # shard 3 has nothing left: it starts no worker
+    eng.progress.complete |= {3, 7}  # shard 3 has nothing left: it starts no worker
     assert budget(eng, 0) == RPS / 3
-    eng.pending_checkpoint |= {2}
-    eng.complete |= {6}  # shard 2: one day COMPLETE, the other waiting for its checkpoint
+    eng.progress.pending_checkpoint |= {2}
+    eng.progress.complete |= {6}  # shard 2: one day COMPLETE, the other waiting for its checkpoint
     assert budget(eng, 0) == RPS / 2
     plan = eng.plan_for(1, 4)
     assert plan["days"] == [1, 5]
@@ -75,7 +76,7 @@ def test_plan_with_explicit_shard_ids_divides_by_total_shards():
     # Two hosts run shards {0, 1} and {2, 3} of SHARDS=4 against the same URLs.
     host_a = make_engine(days=8, shards=4, shard_ids=[0, 1])
     host_b = make_engine(days=8, shards=4, shard_ids=[2, 3])
-    host_a.complete |= {1, 5}  # host A's shard 1 is done: host B still runs two workers
+    host_a.progress.complete |= {1, 5}  # host A's shard 1 is done: host B still runs two workers
     shares = [budget(host_a, 0), budget(host_b, 2), budget(host_b, 3)]
     assert shares == [RPS / 4] * 3
     assert sum(shares) <= RPS
@@ -86,7 +87,7 @@ def test_plan_uses_the_supervisors_shards_after_a_scale():
     eng.shards = 6
     eng.shard_ids = list(range(6))
     eng.supervisor = SimpleNamespace(shard_ids=list(range(6)))  # type: ignore[assignment]
-    eng.complete |= {5, 11}  # shard 5 of 6 is done
+    eng.progress.complete |= {5, 11}  # shard 5 of 6 is done
     assert budget(eng, 0) == RPS / 5
 
 
@@ -96,7 +97,7 @@ def test_restarted_workers_never_push_the_sum_over_the_budget():
     running = {k: budget(eng, k) for k in range(4)}
     assert sum(running.values()) == pytest.approx(RPS)
     for finished in (3, 2, 1):
-        eng.complete |= set(range(finished, 16, 4))
+        eng.progress.complete |= set(range(finished, 16, 4))
         running.pop(finished)  # its worker exits DONE
         restarted = min(running)  # e.g. after a stall
         running[restarted] = budget(eng, restarted)
@@ -227,12 +228,12 @@ def test_scale_down_drops_the_reports_of_shards_scaled_away():
     deadline = time.monotonic() + 5
     while eng.busy() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert sorted(eng.rpc_by_shard) == [0, 1]  # 0 and 1 are replaced by their new workers' reports
+    assert sorted(eng.rpc.by_shard) == [0, 1]  # 0 and 1 are replaced by their new workers' reports
     # A report from a worker scaled away that arrives late is ignored.
     eng._on_message(old[3], {"t": "rpc", "health": [report(0, "https://a/***", calls=10)]})
-    assert sorted(eng.rpc_by_shard) == [0, 1]
+    assert sorted(eng.rpc.by_shard) == [0, 1]
     eng._on_message(new[1], {"t": "rpc", "health": [report(0, "https://a/***", calls=1)]})
-    assert eng.rpc_by_shard[1][0]["calls"] == 1
+    assert eng.rpc.by_shard[1][0]["calls"] == 1
 
 
 def test_a_restarted_workers_counts_add_to_those_of_the_process_before_it():

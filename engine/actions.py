@@ -1,0 +1,199 @@
+"""Operator actions (scale, restart, pause, resume, OPTIMIZE, abort) and the control commands.
+
+The TUI keys, headless mode and the control socket (engine/control.py) all end here, so every
+way of driving a console runs the same code. Long actions run in the engine's named background
+threads; each returns at once with a message for the operator.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from engine.config import MAX_SHARDS
+from engine.status import FATAL, STALLED, EngineStatus
+from engine.store import maintenance
+
+if TYPE_CHECKING:
+    from engine.runtime import Engine
+
+
+class Operator:
+    """The actions of one Engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.eng = engine
+
+    def scale(self, shards: int) -> str:
+        eng = self.eng
+        if not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
+            return f"scale: {shards!r} is not a shard count (expected 1..{MAX_SHARDS})"
+        if eng.explicit_shard_ids:
+            return "scale: this console runs --shard-ids; restart each host with the new SHARDS"
+        if eng.state not in ("running", "paused"):
+            return f"scale: not running (state {eng.state})"
+        old = eng.shards
+        if shards == old:
+            return f"already at {shards} shards"
+        sup = eng.supervisor
+        assert sup is not None
+
+        def run() -> None:
+            with eng.lock:
+                eng.shards = shards
+                eng.shard_ids = list(range(shards))
+            eng.progress.reset_shard_counts()
+            sup.scale(shards)
+            eng.rpc.drop_shards_from(shards)
+            eng.notice(f"scaled {old} -> {shards} shards")
+
+        if not eng._background("scale", run):
+            return "scale: a scaling is already in progress"
+        return f"scaling {old} -> {shards} shards (rolling restart; COMPLETE days are skipped)"
+
+    def restart_worker(self, shard: int) -> str:
+        eng = self.eng
+        sup = eng.supervisor
+        assert sup is not None
+        ok = eng._background(f"restart-{shard}", lambda: eng.notice(sup.restart(shard)))
+        return f"restarting shard {shard}" if ok else f"shard {shard} is already restarting"
+
+    def restart_stalled(self) -> str:
+        eng = self.eng
+        sup = eng.supervisor
+        assert sup is not None
+        with sup.lock:
+            targets = [s.shard for s in sup.shards.values() if s.state in (STALLED, FATAL)]
+        if not targets:
+            return "no STALLED or FATAL worker"
+        eng._background("restart-stalled", lambda: eng.notice(sup.restart_stalled()))
+        return f"restarting shard(s) {', '.join(map(str, targets))}"
+
+    def pause(self) -> str:
+        assert self.eng.supervisor is not None
+        return self.eng.supervisor.pause()
+
+    def resume(self) -> str:
+        assert self.eng.supervisor is not None
+        return self.eng.supervisor.resume()
+
+    def optimize(self) -> str:
+        eng = self.eng
+
+        def run() -> None:
+            assert eng.store is not None
+            t0 = time.monotonic()
+            try:
+                complete, _ = eng.progress.complete_and_failed()
+                done = maintenance.optimize(eng.store, complete, eng.days_total)
+                eng.notice(f"OPTIMIZE done: {done} in {time.monotonic() - t0:.1f}s")
+            except Exception as exc:
+                eng._record_error("optimize", str(exc), None)
+                eng.notice(f"OPTIMIZE failed: {exc}")
+
+        if not eng._background("optimize", run):
+            return "OPTIMIZE is already running"
+        return "OPTIMIZE started in the background (finished partitions, then small tables)"
+
+    def abort(self) -> str:
+        eng = self.eng
+        if eng.state in ("aborting", "stopped"):
+            return f"already {eng.state}"
+        eng.state = "aborting"
+        eng.exit_reason = "aborted by operator"
+
+        def run() -> None:
+            assert eng.supervisor is not None and eng.loader is not None
+            eng.supervisor.stop_all("abort")
+            eng.notice("abort: workers stopped, flushing rows and checkpoints")
+            eng._stop.set()
+            eng._wake.set()
+            eng.loader.close()
+            eng.state = "stopped"
+            eng.notice("abort: done; a rerun resumes from checkpoints")
+
+        eng._background("abort", run)
+        return "aborting: workers finish their current chunk, rows are flushed, then exit"
+
+    # ---- control socket -----------------------------------------------------------------------
+    def handle_command(self, req: dict[str, Any]) -> dict[str, Any]:
+        """One control-socket request ({"cmd": ...}) -> its JSON answer."""
+        eng = self.eng
+        cmd = req.get("cmd")
+        if cmd == "status":
+            return {"ok": True, "status": status_dict(eng.status(), eng.busy())}
+        if eng.supervisor is None:
+            return {"ok": False, "error": f"console is {eng.state}, not ready for {cmd}"}
+        if cmd == "scale":
+            shards = req.get("shards")
+            msg = self.scale(shards if isinstance(shards, int) else -1)
+            return {"ok": msg.startswith("scaling") or msg.startswith("already"), "message": msg}
+        if cmd == "restart":
+            target = req.get("target")
+            if target == "stalled":
+                return {"ok": True, "message": self.restart_stalled()}
+            if isinstance(target, int) and target in eng.supervisor.shards:
+                return {"ok": True, "message": self.restart_worker(target)}
+            return {"ok": False, "error": f"restart: no shard {target!r} in {eng.shard_ids}"}
+        actions = {
+            "pause": self.pause,
+            "resume": self.resume,
+            "optimize": self.optimize,
+            "abort": self.abort,
+        }
+        if cmd in actions:
+            return {"ok": True, "message": actions[cmd]()}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+
+def status_dict(st: EngineStatus, busy: list[str]) -> dict[str, Any]:
+    """The control socket's status answer (`ctl status --json`)."""
+    return {
+        "shards": st.shards,
+        "shard_ids": st.shard_ids,
+        "state": st.state,
+        "chain": st.chain,
+        "store": st.store,
+        "days_complete": st.days_complete,
+        "days_total": st.days_total,
+        "days_failed": st.days_failed,
+        "rows_staged": st.rows_staged,
+        "rows_per_s": round(st.rows_per_s, 1),
+        "eta_s": None if st.eta_s is None else round(st.eta_s),
+        "elapsed_s": round(st.elapsed_s),
+        "busy": busy,
+        "workers": [
+            {
+                "shard": w.shard,
+                "pid": w.pid,
+                "state": w.state,
+                "day": w.day,
+                "heartbeat_age_s": None
+                if w.heartbeat_age_s is None
+                else round(w.heartbeat_age_s, 1),
+                "rows": w.rows,
+                "restarts": w.restarts,
+                "last_error": w.last_error,
+            }
+            for w in st.workers
+        ],
+        "errors": [
+            {"kind": e.kind, "shard": e.shard, "count": e.count, "last": e.last_message}
+            for e in st.errors
+        ],
+        # Per URL (masked), merged over the workers: see engine.rpc_health.merge_rpc_health.
+        "rpc": [
+            {
+                "url": h.url,
+                "calls": h.calls,
+                "calls_per_s": round(h.calls_per_s, 2),
+                "http_429": h.http_429,
+                "errors": dict(h.errors),
+                "p50_ms": h.p50_ms,
+                "p95_ms": h.p95_ms,
+                "current_range": h.current_range,
+                "cooling_until": h.cooling_until,
+            }
+            for h in st.rpc
+        ],
+    }
