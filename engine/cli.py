@@ -1,11 +1,15 @@
 """`backfill-console` entry point: the console (TUI or --no-ui) and its sub-commands.
 
-    backfill-console [--config FILE] [--no-ui] [--shard-ids 0-3] [--dry-run]
+    backfill-console [--config FILE] [--no-ui] [--shard-ids 0-3] [--dry-run] [--version]
     backfill-console devchain [--days N] [--seed S] [--port P] [--config FILE]
-    backfill-console ctl [--config FILE] status [--json] | scale N | restart K|stalled
-                         | pause | resume | optimize | abort
+    backfill-console ctl status [--json] | scale N | restart K|stalled
+                         | pause | resume | optimize | abort          [--config FILE]
     backfill-console hard-gate [--config FILE]
     backfill-console rebuild [--config FILE]
+
+`--config FILE` (and `--json` for `ctl status`) may come before or after any sub-command and its
+verb (engine.cli_flags). `ctl` without --config and without ./config.toml talks to the console
+this user started last (engine.locate).
 
 Exit codes: 0 done (every day COMPLETE / command succeeded), 1 runtime failure, 2 bad config or
 usage (nothing was started), 3 aborted by the operator, 130 / 143 stopped by SIGINT / SIGTERM.
@@ -19,23 +23,27 @@ import logging
 import signal
 import sys
 import time
+from pathlib import Path
 
+from engine import cli_flags
 from engine.config import Config, ConfigError, load_config
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_ABORTED = 3
-SUBCOMMANDS = ("devchain", "ctl", "hard-gate", "rebuild")
+#: Sub-command verb -> one line of help; each runs from main() with the words after the verb.
+SUBCOMMANDS: dict[str, str] = {
+    "devchain": "serve the synthetic devchain alone",
+    "ctl": "control a running console (status, scale, restart, pause, resume, optimize, abort)",
+    "hard-gate": "run the strict gates on the store; exit 0 only if all pass",
+    "rebuild": "rebuild analytics, hard gate, swap only if it passes, snapshot",
+}
 PROGRESS_EVERY_S = 5.0
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        help="config file (default ./config.toml; its relative paths resolve against its folder)",
-    )
+    p.add_argument("--config", metavar="FILE", help=cli_flags.CONFIG_HELP)
 
 
 def main_parser() -> argparse.ArgumentParser:
@@ -44,7 +52,10 @@ def main_parser() -> argparse.ArgumentParser:
         description=(
             "Operator console for a parallel ERC20/ERC1155 backfill into ClickHouse. "
             "With no RPC URL configured it starts a local devchain (anvil) and backfills it. "
-            f"Sub-commands: {', '.join(SUBCOMMANDS)} (see `backfill-console SUB --help`)."
+            "Sub-commands (see `backfill-console SUB --help`): "
+            + "; ".join(f"{k}: {v}" for k, v in SUBCOMMANDS.items())
+            + ". --config FILE (and --json where it applies) may come before or after the "
+            "sub-command and its verb."
         ),
         epilog=(
             "exit codes: 0 every day COMPLETE, 1 failure, 2 bad config/usage, "
@@ -52,6 +63,12 @@ def main_parser() -> argparse.ArgumentParser:
         ),
     )
     _config_arg(p)
+    p.add_argument(
+        "--version",
+        action="store_true",
+        help="print the version of the product and of what it runs on (Python, Textual, "
+        "clickhouse-connect, the store's ClickHouse, anvil for the devchain), then exit",
+    )
     p.add_argument(
         "--no-ui",
         action="store_true",
@@ -73,13 +90,15 @@ def main_parser() -> argparse.ArgumentParser:
 def ctl_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="backfill-console ctl",
-        description="Control a running console (UI or --no-ui) through its unix socket.",
+        description=(
+            "Control a running console (UI or --no-ui) through its unix socket. Which console: "
+            "the one of --config FILE, else of ./config.toml, else the console this user "
+            "started last (a per-user runtime pointer; see README, Commands)."
+        ),
     )
-    _config_arg(p)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    st = sub.add_parser("status", help="shards, states, pids, days, heartbeat ages")
-    st.add_argument("--json", action="store_true", help="machine-readable output")
-    sc = sub.add_parser("scale", help="rolling restart with a new SHARDS")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="VERB")
+    sub.add_parser("status", help="shards, states, pids, days, heartbeat ages")
+    sc = sub.add_parser("scale", help="restart every worker with a new SHARDS")
     sc.add_argument("shards", type=int)
     rs = sub.add_parser("restart", help="restart one shard's worker, or every STALLED/FATAL one")
     rs.add_argument("target", help="a shard id or 'stalled'")
@@ -90,11 +109,24 @@ def ctl_parser() -> argparse.ArgumentParser:
         ("abort", "stop every worker gracefully, flush, exit; a rerun resumes"),
     ):
         sub.add_parser(name, help=text)
+    cli_flags.share(p, json=["status"])
     return p
 
 
 def _load(path: str | None) -> Config:
     return load_config(path)
+
+
+def print_version(config: str | None) -> int:
+    from engine.version import version_text
+
+    try:
+        cfg: Config | None = _load(config)
+        why = ""
+    except ConfigError as exc:
+        cfg, why = None, f"bad config: {exc}"
+    print(version_text(cfg, why))
+    return EXIT_OK
 
 
 def _fail_config(exc: ConfigError) -> int:
@@ -104,16 +136,18 @@ def _fail_config(exc: ConfigError) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in SUBCOMMANDS:
-        cmd, rest = argv[0], argv[1:]
-        if cmd == "devchain":
-            from engine.devchain.cli import main as devchain_main
+    cmd, rest = cli_flags.hoist(argv, SUBCOMMANDS)
+    if cmd == "devchain":
+        from engine.devchain.cli import main as devchain_main
 
-            return devchain_main(rest)
-        if cmd == "ctl":
-            return ctl_main(rest)
+        return devchain_main(rest)
+    if cmd == "ctl":
+        return ctl_main(rest)
+    if cmd is not None:
         return analytics_main(cmd, rest)
     args = main_parser().parse_args(argv)
+    if args.version:
+        return print_version(args.config)
     try:
         cfg = _load(args.config)
         shard_ids = None
@@ -190,9 +224,9 @@ def _setup_logging(cfg: Config) -> None:
 
 def run(cfg: Config, shard_ids: list[int] | None, ui: bool) -> int:
     from engine.control import ConsoleAlreadyRunning
+    from engine.preflight import StartupError
     from engine.runtime import Engine
 
-    _setup_logging(cfg)
     ui_running: list[bool] = []
 
     def say(msg: str) -> None:
@@ -201,6 +235,12 @@ def run(cfg: Config, shard_ids: list[int] | None, ui: bool) -> int:
             print(msg, flush=True)
 
     engine = Engine(cfg, shard_ids=shard_ids, say=say)
+    try:
+        engine.preflight()  # RPC and store server first: nothing is created when they fail
+    except StartupError as exc:
+        print(f"backfill-console: could not start: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    _setup_logging(cfg)
     stop_signal: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -213,6 +253,10 @@ def run(cfg: Config, shard_ids: list[int] | None, ui: bool) -> int:
         except ConsoleAlreadyRunning as exc:
             print(f"backfill-console: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except StartupError as exc:  # expected: said in words, no traceback
+            print(f"backfill-console: could not start: {exc}", file=sys.stderr)
+            logging.getLogger("engine").error("could not start: %s", exc)
+            return EXIT_FAILED
         except Exception as exc:
             print(f"backfill-console: could not start: {exc}", file=sys.stderr)
             logging.exception("start failed")
@@ -288,14 +332,44 @@ def _run_headless(engine, stop_signal: list[int]) -> int:
         raise
 
 
+def ctl_target(config: str | None) -> tuple[Path, str]:
+    """(socket, how it was chosen) for ctl: --config, else ./config.toml, else the console this
+    user started last (engine.locate). Raises ConfigError for a bad config, ControlError when
+    nothing can be found (saying what was tried)."""
+    from engine.config import default_config_path
+    from engine.control import ControlError, socket_path_for
+    from engine.locate import live_consoles, runtime_dir
+
+    if config is not None or default_config_path().is_file():
+        cfg = _load(config)
+        return socket_path_for(cfg.backfill.data_dir), f"config {cfg.path}"
+    consoles = live_consoles()
+    if len(consoles) == 1:
+        c = consoles[0]
+        return c.socket, f"the running console pid {c.pid} (config {c.config})"
+    if len(consoles) > 1:
+        listing = "; ".join(f"pid {c.pid}: --config {c.config}" for c in consoles)
+        raise ControlError(
+            f"{len(consoles)} consoles are running ({listing}): say which with --config FILE"
+        )
+    cfg = _load(None)
+    sock = socket_path_for(cfg.backfill.data_dir)
+    if sock.exists():
+        return sock, f"built-in defaults in {cfg.base_dir}"
+    raise ControlError(
+        f"no console found: no --config given, no {default_config_path()}, no running console "
+        f"recorded in {runtime_dir()}, and no socket at {sock} (the built-in defaults' "
+        f"data_dir); run ctl with --config FILE, the config the console was started with"
+    )
+
+
 def ctl_main(argv: list[str]) -> int:
-    from engine.control import ControlError, format_status_text, send_command, socket_path_for
+    from engine.control import ControlError, format_status_text, send_command
 
     args = ctl_parser().parse_args(argv)
-    try:
-        cfg = _load(args.config)
-    except ConfigError as exc:
-        return _fail_config(exc)
+    if getattr(args, "json", False) and args.cmd != "status":
+        print(f"backfill-console ctl: --json applies to status, not {args.cmd}", file=sys.stderr)
+        return EXIT_USAGE
     req: dict = {"cmd": args.cmd}
     if args.cmd == "scale":
         req["shards"] = args.shards
@@ -306,9 +380,16 @@ def ctl_main(argv: list[str]) -> int:
             return EXIT_USAGE
         req["target"] = "stalled" if t == "stalled" else int(t)
     try:
-        reply = send_command(socket_path_for(cfg.backfill.data_dir), req)
+        sock, chosen = ctl_target(args.config)
+    except ConfigError as exc:
+        return _fail_config(exc)
     except ControlError as exc:
         print(f"backfill-console ctl: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        reply = send_command(sock, req)
+    except ControlError as exc:
+        print(f"backfill-console ctl: {exc} (console looked up from {chosen})", file=sys.stderr)
         return EXIT_FAILED
     if not reply.get("ok"):
         print(
@@ -334,7 +415,7 @@ def analytics_main(cmd: str, argv: list[str]) -> int:
             else "Rebuild net flows, trades, PnL; hard gate; swap only if it passes; snapshot."
         ),
     )
-    _config_arg(p)
+    cli_flags.share(p)
     args = p.parse_args(argv)
     try:
         cfg = _load(args.config)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from engine import locate
 from engine.masking import mask_secrets
 
 SOCKET_NAME = "console.sock"
@@ -84,10 +85,16 @@ def _read_pid(fd: int) -> int:
 class ControlServer:
     """Serves control requests for one console; `handler(request) -> response` runs per request."""
 
-    def __init__(self, socket_path: Path, handler: Callable[[dict], dict]) -> None:
+    def __init__(
+        self, socket_path: Path, handler: Callable[[dict], dict], pointer: str | None = None
+    ) -> None:
+        """`pointer`: the console's config (as shown to operators); when given, a per-user
+        runtime pointer (engine.locate) lets `ctl` find this console from any directory."""
         self.socket_path = Path(socket_path)
         self.lock_path = _lock_path(self.socket_path)
         self.handler = handler
+        self.pointer = pointer
+        self._pointer_path: Path | None = None
         self._lock_fd: int | None = None
         self._sock: socket.socket | None = None
         self._inode: tuple[int, int] | None = None
@@ -111,10 +118,14 @@ class ControlServer:
         self._stopping.clear()
         self._thread = threading.Thread(target=self._serve, name="control-server", daemon=True)
         self._thread.start()
+        if self.pointer is not None:
+            self._pointer_path = locate.write_pointer(self.socket_path, self.pointer)
 
     def stop(self) -> None:
         """Stop serving, unlink the socket (if still ours) and release the lock. Idempotent."""
         self._stopping.set()
+        locate.remove_pointer(self._pointer_path)
+        self._pointer_path = None
         sock, self._sock = self._sock, None
         if sock is not None:
             with contextlib.suppress(OSError):

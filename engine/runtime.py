@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from engine import preflight
 from engine.actions import Operator, status_dict
 from engine.analytics.gates import run_gates
 from engine.analytics.rebuild import rebuild
@@ -26,7 +27,6 @@ from engine.control import ControlServer, socket_path_for
 from engine.decode import TABLES
 from engine.masking import mask_url
 from engine.progress import Progress
-from engine.rpc.pool import RpcPool
 from engine.rpc_health import RpcHealthBook
 from engine.status import (
     DONE,
@@ -118,6 +118,7 @@ class Engine:
         self._busy: dict[str, threading.Thread] = {}
         self.exit_reason = ""
         self.last_gates_at = 0.0
+        self._preflight_done = False
 
     # ---- life cycle ---------------------------------------------------------------------------
     @property
@@ -129,12 +130,35 @@ class Engine:
         ids = set(self.shard_ids)
         return [d for d in range(self.days_total) if d % self.shards in ids]
 
-    def start(self) -> None:
+    def preflight(self) -> None:
+        """Check the RPC endpoints and a store server before anything is created (StartupError
+        in words: engine.preflight). Idempotent; start() runs it when the caller did not."""
+        if self._preflight_done:
+            return
         check_topics()
+        if not self.cfg.uses_devchain:
+            self.urls = list(self.cfg.rpc.urls)
+            self.chain = chain_label_for(self.urls)
+            self.chain_id = preflight.check_rpc(
+                self.urls, timeout_s=self.cfg.rpc.timeout_s, say=self.say
+            )
+        if self.cfg.clickhouse.url:
+            preflight.check_store_server(self.cfg, timeout_s=self.cfg.rpc.timeout_s)
+        self._preflight_done = True
+
+    def start(self) -> None:
+        self.preflight()
         data_dir = self.cfg.backfill.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         if self.use_control:
-            self.control = ControlServer(socket_path_for(data_dir), self.handle_command)
+            shown = (
+                str(self.cfg.path)
+                if self.cfg.from_file
+                else f"(built-in defaults in {self.cfg.base_dir})"
+            )
+            self.control = ControlServer(
+                socket_path_for(data_dir), self.handle_command, pointer=shown
+            )
             self.control.start()  # refuses when another console holds the data dir
         try:
             self._start_inner()
@@ -153,11 +177,10 @@ class Engine:
             )
             self.urls = [self.devchain.url]
             self.chain = f"devchain ({urlsplit(self.devchain.url).netloc})"
-        else:
-            self.urls = list(self.cfg.rpc.urls)
-            self.chain = chain_label_for(self.urls)
-        probe = RpcPool(self.urls, timeout_s=self.cfg.rpc.timeout_s, max_attempts=3)
-        self.chain_id = int(probe.call("eth_chainId", []), 16)
+            self.chain_id = preflight.check_rpc([self.devchain.url], timeout_s=30.0)
+        preflight.check_chain_matches_store(
+            self.store, self.chain_id, self.cfg.backfill.start_date.isoformat()
+        )
         self.progress.load(self.store, self.chain_id, self.cfg.backfill.start_date)
         self.loader = Loader(
             self.store,

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 E2E_DAYS = 8
+
+
+@pytest.fixture(scope="session", autouse=True)
+def console_pointers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Consoles started by tests record themselves here, not in the user's runtime dir."""
+    d = tmp_path_factory.mktemp("runtime")
+    old = os.environ.get("BACKFILL_CONSOLE_RUNTIME_DIR")
+    os.environ["BACKFILL_CONSOLE_RUNTIME_DIR"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("BACKFILL_CONSOLE_RUNTIME_DIR", None)
+    else:
+        os.environ["BACKFILL_CONSOLE_RUNTIME_DIR"] = old
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ receipts are kept), and can start from a saved state (`--load-state`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import json
 import os
@@ -204,6 +205,21 @@ class AnvilProcess:
             self.proc.stdin.close()
 
 
+def port_taken_error(port: int) -> str | None:
+    """Why anvil cannot listen on HOST:port (another process holds it), or None when free."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"port {port} on {HOST} is taken by another process: choose another --port, "
+                    "or leave --port out for a free one"
+                )
+            return f"cannot listen on {HOST}:{port} ({exc.strerror or exc})"
+    return None
+
+
 def start_anvil(
     *,
     port: int | None = None,
@@ -218,6 +234,9 @@ def start_anvil(
     With `port=None` a free port is picked (retrying if another process grabs it first).
     """
     binary = find_anvil()
+    if port is not None and (taken := port_taken_error(port)):
+        # Checked first: anvil would fail, or the readiness probe would talk to the other process.
+        raise AnvilError(taken)
     attempts = 1 if port is not None else 5
     last_err = ""
     for _ in range(attempts):

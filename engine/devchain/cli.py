@@ -15,6 +15,8 @@ import sys
 import threading
 from types import FrameType
 
+from engine import cli_flags
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -24,19 +26,20 @@ def parser() -> argparse.ArgumentParser:
             "configured days; the first start builds and caches it, later starts load it."
         ),
     )
-    p.add_argument("--config", metavar="FILE", help="config file (default ./config.toml)")
     p.add_argument("--days", type=int, metavar="N", help="days of history (default backfill.days)")
     p.add_argument("--seed", type=int, metavar="S", help="history seed (default devchain.seed)")
     p.add_argument("--port", type=int, metavar="P", help="RPC port (default: a free port)")
     p.add_argument(
         "--no-serve", action="store_true", help="build or load the cache, print, and exit"
     )
+    cli_flags.share(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from engine.config import ConfigError, load_config
     from engine.devchain import AnvilError, DevchainSpec, start_devchain
+    from engine.devchain.anvil import port_taken_error
 
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.days is not None and args.days < 1:
@@ -48,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.port is not None and not 1 <= args.port <= 65535:
         print(f"backfill-console devchain: --port {args.port}: expected 1..65535", file=sys.stderr)
         return 2
+    if args.port is not None and (taken := port_taken_error(args.port)):
+        print(f"backfill-console devchain: {taken}", file=sys.stderr)
+        return 1
     try:
         cfg = load_config(args.config)
         spec = DevchainSpec.from_config(cfg, days=args.days, seed=args.seed)
