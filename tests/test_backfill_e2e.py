@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from tests.conftest import E2E_DAYS, ground_truth_for
-from tests.support.cli import cli, start_cli, store_query, write_config
+from tests.support.cli import cli, start_cli, store_query
+from tests.support.config import set_rps, write_config
 
 
 def assert_store_matches_truth(config: Path, gt: dict) -> None:
@@ -105,9 +106,8 @@ def test_sigkill_console_mid_run_then_resume_is_exact(tmp_path: Path, devchain_c
             devchain_state=devchain_cache,
             shards=2,
             rpc_urls=[proxy.url],
+            rps=3.0,  # slow the first run down (a low request budget) so the kill lands mid-run
         )
-        # Slow the first run down (a low request budget) so the kill lands mid-run.
-        config.write_text(config.read_text().replace("= 1000.0", "= 3.0"))
         proc = start_cli("--no-ui", "--config", str(config))
         assert proc.stdout is not None
         seen = ""
@@ -130,7 +130,7 @@ def test_sigkill_console_mid_run_then_resume_is_exact(tmp_path: Path, devchain_c
             "WHERE status = 'COMPLETE'",
         )
         assert 0 < len(done) < E2E_DAYS
-        config.write_text(config.read_text().replace("= 3.0", "= 1000.0"))
+        set_rps(config, 1000.0)
         proxy.reset_stats()
         out = cli("--no-ui", "--config", str(config))
         assert out.returncode == 0, out.stdout + out.stderr
@@ -150,8 +150,7 @@ def test_sigkill_console_mid_run_then_resume_is_exact(tmp_path: Path, devchain_c
 def test_sigterm_stops_cleanly_and_rerun_resumes(tmp_path: Path, devchain_cache: Path) -> None:
     from tests.support.cli import ConsoleRun
 
-    config = write_config(tmp_path, days=E2E_DAYS, devchain_state=devchain_cache, shards=2)
-    config.write_text(config.read_text().replace("= 1000.0", "= 3.0"))
+    config = write_config(tmp_path, days=E2E_DAYS, devchain_state=devchain_cache, shards=2, rps=3.0)
     run = ConsoleRun(config)
     try:
         run.wait_for(lambda: run.days_complete() >= 1, 120, "a COMPLETE day")
@@ -162,7 +161,7 @@ def test_sigterm_stops_cleanly_and_rerun_resumes(tmp_path: Path, devchain_cache:
     assert code == 143, run.output[-2000:]
     assert "SIGTERM: stopping workers cleanly; a rerun resumes" in run.output
     assert "(stopped by SIGTERM)" in (tmp_path / "backfill" / "monitor.log").read_text()
-    config.write_text(config.read_text().replace("= 3.0", "= 1000.0"))
+    set_rps(config, 1000.0)
     out = cli("--no-ui", "--config", str(config))
     assert out.returncode == 0, out.stdout + out.stderr
     assert_store_matches_truth(config, ground_truth_for(config))

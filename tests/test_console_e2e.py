@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import ROOT, store_query, write_config
+from tests.support.cli import ROOT, store_query
+from tests.support.config import write_config
 
 
 async def _until(pilot, pred, timeout: float, what: str) -> None:
@@ -32,8 +33,8 @@ async def _drive_real_engine(tmp_path: Path, devchain_cache: Path) -> None:
     from engine.config import load_config
     from engine.runtime import Engine
 
-    config = write_config(tmp_path, days=12, devchain_state=devchain_cache, shards=2)
-    config.write_text(config.read_text().replace("= 1000.0", "= 2.0"))  # keep it running
+    # a low request budget keeps it running
+    config = write_config(tmp_path, days=12, devchain_state=devchain_cache, shards=2, rps=2.0)
     cfg = load_config(config)
     engine = Engine(cfg, control=False, run_on_complete=False)
     engine.start()
@@ -73,8 +74,7 @@ async def _drive_real_engine(tmp_path: Path, devchain_cache: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_console_in_tmux_shows_the_panels(tmp_path: Path, devchain_cache: Path) -> None:
-    config = write_config(tmp_path, days=12, devchain_state=devchain_cache, shards=2)
-    config.write_text(config.read_text().replace("= 1000.0", "= 2.0"))
+    config = write_config(tmp_path, days=12, devchain_state=devchain_cache, shards=2, rps=2.0)
     name = f"bfc-test-{tmp_path.name}"[:40]
     # COLUMNS/LINES from the test runner would override the pane size in Textual.
     cmd = f"cd {ROOT} && env -u COLUMNS -u LINES {sys.executable} -m engine.cli --config {config}"

@@ -334,7 +334,7 @@ def test_same_seed_same_truth_and_concurrent_builds(tmp_path: Path, chain: Devch
 
 
 def test_cli_serves_until_sigint(tmp_path: Path, root: Path) -> None:
-    from tests.support.cli import write_config
+    from tests.support.config import write_config
 
     config = write_config(tmp_path, days=2, devchain_state=root)
     proc = subprocess.Popen(

@@ -36,6 +36,7 @@ from engine.decode import (
 from engine.status import GateResult
 from engine.store.client import Store, open_store
 from engine.store.loader import CHECKPOINT_COLUMNS
+from tests.support.config import write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 USDC = "0x2791bca1f2de4661ed88a30c99a7a9449aa84174"
@@ -178,28 +179,19 @@ class Ctx:
         return {c.result.name: c.result for c in run_gate_checks(self.store, self.cfg, mode)}
 
 
-def write_config(folder: Path, days: int, band: tuple[float, float] = (0.0, 1.0)) -> Path:
-    path = folder / "config.toml"
-    path.write_text(
-        f"""
-[clickhouse]
-path = "clickhouse"
-[backfill]
-start_date = "2022-12-18"
-days = {days}
-data_dir = "data/backfill"
-[gates]
-win_rate_min = {band[0]}
-win_rate_max = {band[1]}
-"""
+def gates_config(folder: Path, days: int, band: tuple[float, float] = (0.0, 1.0)) -> Path:
+    return write_config(
+        folder,
+        days=days,
+        data_dir="data/backfill",
+        gates={"win_rate_min": band[0], "win_rate_max": band[1]},
     )
-    return path
 
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ctx]:
     folder = tmp_path_factory.mktemp("gates")
-    cfg = load_config(write_config(folder, days=3), env={})
+    cfg = load_config(gates_config(folder, days=3), env={})
     store = open_store(cfg)
     yield Ctx(folder, cfg, store)
     store.close()  # chdb allows one data path per process at a time: release it for other tests
@@ -462,7 +454,7 @@ def test_results_are_recorded_and_cli_exit_codes(ctx: Ctx) -> None:
         )
         assert done.returncode == 0 and "SWAPPED" in done.stdout, done.stdout + done.stderr
         # Strict fails once the band excludes the history's win rate (0.5): exit 1, no swap.
-        write_config(ctx.folder, days=3, band=(0.1, 0.2))
+        gates_config(ctx.folder, days=3, band=(0.1, 0.2))
         bad = subprocess.run(
             [*cmd, "hard-gate", "--config", config],
             cwd=ROOT,
@@ -481,7 +473,7 @@ def test_results_are_recorded_and_cli_exit_codes(ctx: Ctx) -> None:
         )
         assert kept.returncode == 1 and "NOT SWAPPED: hard gate failed: win_rate" in kept.stdout
     finally:
-        write_config(ctx.folder, days=3)
+        gates_config(ctx.folder, days=3)
         ctx.store = open_store(ctx.cfg)
 
 

@@ -23,6 +23,7 @@ from engine.devchain import DevchainSpec, start_devchain
 from engine.devchain.anvil import Rpc
 from engine.store.client import Store, open_store
 from engine.store.loader import CHECKPOINT_COLUMNS
+from tests.support.config import write_config
 from tests.support.expected_analytics import Expected, expected_analytics
 
 DAYS = 6
@@ -39,28 +40,14 @@ INPUT_TABLES = (
 def write_test_config(
     folder: Path, devchain_state: Path, days: int = DAYS, seed: int = SEED
 ) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "config.toml"
-    path.write_text(
-        f"""
-[clickhouse]
-path = "clickhouse"
-
-[backfill]
-start_date = "2022-12-18"
-days = {days}
-data_dir = "data/backfill"
-
-[devchain]
-seed = {seed}
-blocks_per_day = 48
-wallets = 12
-transfers_per_day = 40
-markets_per_day = 1.0
-state_dir = "{devchain_state}"
-"""
+    return write_config(
+        folder,
+        days=days,
+        seed=seed,
+        devchain_state=devchain_state,
+        data_dir="data/backfill",
+        devchain={"markets_per_day": 1.0},
     )
-    return path
 
 
 def stage_devchain(store: Store, cfg: Config, url: str, truth: dict[str, Any]) -> None:

@@ -25,10 +25,12 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from engine.control import socket_path_for
 from tests.conftest import E2E_DAYS, ground_truth_for
-from tests.support.cli import ConsoleRun, cli, store_query, write_config
+from tests.support.cli import ConsoleRun, cli, store_query
+from tests.support.config import write_config
 from tests.support.fault_proxy import FaultConfig, FaultProxy, HttpPoster, Record
 from tests.test_backfill_e2e import assert_store_matches_truth
 
@@ -58,20 +60,19 @@ def config_for(
     cache: Path,
     urls: list[str],
     rps: float = 1000.0,
-    backfill_extra: str = "",
+    backfill: dict[str, Any] | None = None,
 ) -> Path:
     """A config over ``urls`` with a short client timeout (and extra [backfill] keys)."""
-    config = write_config(tmp_path, days=E2E_DAYS, devchain_state=cache, shards=2, rpc_urls=urls)
-    text = config.read_text()
-    for old, new in (
-        ("timeout_s = 5.0", f"timeout_s = {TIMEOUT_S}"),
-        ("requests_per_second = 1000.0", f"requests_per_second = {rps}"),
-        ('data_dir = "backfill"', f'data_dir = "backfill"\n{backfill_extra}'),
-    ):
-        assert old in text, old
-        text = text.replace(old, new)
-    config.write_text(text)
-    return config
+    return write_config(
+        tmp_path,
+        days=E2E_DAYS,
+        devchain_state=cache,
+        shards=2,
+        rpc_urls=urls,
+        rps=rps,
+        timeout_s=TIMEOUT_S,
+        backfill=backfill,
+    )
 
 
 def filter_key(flt: dict) -> str:
@@ -196,7 +197,7 @@ def test_failing_block_leaves_day_incomplete_then_retried_to_complete(
             tmp_path,
             devchain_cache,
             [p.url for p in proxies],
-            backfill_extra="failed_day_retry_s = 2",
+            backfill={"failed_day_retry_s": 2},
         )
         named = f"[{block}, {block}]"
         run = ConsoleRun(config)

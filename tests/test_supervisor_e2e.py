@@ -17,7 +17,8 @@ from pathlib import Path
 
 from engine.control import socket_path_for
 from tests.conftest import ground_truth_for
-from tests.support.cli import ConsoleRun, cli, store_query, worker_processes, write_config
+from tests.support.cli import ConsoleRun, cli, store_query, worker_processes
+from tests.support.config import set_rps, write_config
 from tests.test_backfill_e2e import assert_store_matches_truth
 
 DAYS = 12
@@ -25,21 +26,7 @@ DAYS = 12
 
 def slow_config(tmp_path: Path, cache: Path, rps: float, **kw) -> Path:
     """A config whose request budget makes the run last long enough to act on it."""
-    config = write_config(tmp_path, days=DAYS, devchain_state=cache, **kw)
-    text = config.read_text().replace(
-        "requests_per_second = 1000.0", f"requests_per_second = {rps}"
-    )
-    config.write_text(text)
-    return config
-
-
-def set_rps(config: Path, rps: float) -> None:
-    import re
-
-    text = re.sub(
-        r"requests_per_second = [0-9.]+", f"requests_per_second = {rps}", config.read_text()
-    )
-    config.write_text(text)
+    return write_config(tmp_path, days=DAYS, devchain_state=cache, rps=rps, **kw)
 
 
 def monitor_log(config: Path) -> str:
@@ -248,11 +235,7 @@ def test_ctl_against_headless_run_then_abort_and_resume(tmp_path: Path, devchain
 
 
 def test_two_hosts_dry_run_render_disjoint_plans(tmp_path: Path) -> None:
-    config = write_config(
-        tmp_path, days=20, shards=4, extra='\n[clickhouse]\nurl = "http://127.0.0.1:1"\n'
-    )
-    text = config.read_text().replace('[clickhouse]\npath = "clickhouse"\n', "")
-    config.write_text(text)
+    config = write_config(tmp_path, days=20, shards=4, clickhouse={"url": "http://127.0.0.1:1"})
     a = cli("--config", str(config), "--shard-ids", "0-1", "--dry-run")
     b = cli("--config", str(config), "--shard-ids", "2,3", "--dry-run")
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr

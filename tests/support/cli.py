@@ -1,4 +1,4 @@
-"""Shared test helpers: tiny configs, running the real CLI, and reading the store in a subprocess.
+"""Running the real CLI (to completion or in the background) and reading its store in a subprocess.
 
 chdb allows one open data directory per process at a time, so checks on a console's store run in
 a short-lived subprocess (`python -m tests.support.cli FILE SQL`) after the console exits.
@@ -14,65 +14,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def write_config(
-    folder: Path,
-    *,
-    days: int,
-    devchain_state: Path | None = None,
-    shards: int = 2,
-    seed: int = 7,
-    rpc_urls: list[str] | None = None,
-    extra: str = "",
-    start_date: str = "2022-12-18",
-    max_block_range: int = 2000,
-    monitor: dict[str, float] | None = None,
-    devchain: dict[str, Any] | None = None,
-) -> Path:
-    """A config.toml for a small run with every path inside `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    mon = {
-        "stall_after_s": 60,
-        "check_interval_s": 1,
-        "grace_s": 3,
-        "max_restarts": 5,
-        "restart_window_s": 600,
-        "backoff_initial_s": 0.5,
-        "backoff_max_s": 2,
-    }
-    mon.update(monitor or {})
-    dev = {"seed": seed, "blocks_per_day": 48, "wallets": 12, "transfers_per_day": 40}
-    dev.update(devchain or {})
-    urls = json.dumps(rpc_urls or [])
-    text = f"""
-[rpc]
-urls = {urls}
-requests_per_second = 1000.0
-timeout_s = 5.0
-max_block_range = {max_block_range}
-
-[clickhouse]
-path = "clickhouse"
-
-[backfill]
-start_date = "{start_date}"
-days = {days}
-shards = {shards}
-confirmations = 2
-data_dir = "backfill"
-
-[monitor]
-{chr(10).join(f"{k} = {v}" for k, v in mon.items())}
-
-[devchain]
-state_dir = "{devchain_state or (folder / "devchain")}"
-{chr(10).join(f"{k} = {json.dumps(v)}" for k, v in dev.items())}
-{extra}
-"""
-    path = folder / "config.toml"
-    path.write_text(text)
-    return path
 
 
 def _env(extra: dict[str, str] | None) -> dict[str, str]:
