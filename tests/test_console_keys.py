@@ -4,8 +4,6 @@ slow panel query neither crashes the app nor freezes input."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import subprocess
 import sys
 import threading
@@ -13,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from textual.widgets import Static
 
 from console.app import ACTION_SPECS, GATE_TEXT, BackfillApp, _new_messages
 from console.screens.confirm import ConfirmScreen
@@ -22,67 +19,24 @@ from console.screens.log import LogScreen
 from console.screens.shards import ShardsScreen, check_shards
 from console.widgets.progress import cell_states, days_per_cell
 from engine.status import DAY_DONE, DAY_FAILED, DAY_PENDING, DAY_RUNNING
+from tests.support.app import (
+    dialog_text,
+    make_app,
+    panel_text,
+    press,
+    run_keys,
+    screen_text,
+    settle,
+    sync,
+)
 from tests.support.fake_engine import (
     FakeEngine,
     failing_gate_status,
     fatal_status,
-    fixed_clock,
     sample_status,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def sync(fn):
-    """Run an async test on its own event loop (no pytest-asyncio needed)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(fn(*args, **kwargs))
-
-    return wrapper
-
-
-def make_app(engine: FakeEngine, **kw) -> BackfillApp:
-    app = BackfillApp(engine, refresh_s=kw.pop("refresh_s", 3600.0), clock=fixed_clock, **kw)
-    app.animation_level = "none"
-    return app
-
-
-async def settle(pilot) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def press(pilot, *keys: str) -> None:
-    for key in keys:
-        await pilot.press(key)
-        await settle(pilot)
-
-
-def screen_text(app: BackfillApp) -> str:
-    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
-
-
-def panel_text(app: BackfillApp, selector: str) -> str:
-    """The words inside one widget's content region, lines joined."""
-    region = app.screen.query_one(selector).content_region
-    lines = screen_text(app).split("\n")[region.y : region.bottom]
-    return " ".join(" ".join(ln[region.x : region.right] for ln in lines).split())
-
-
-def dialog_text(app: BackfillApp) -> str:
-    """The words of the dialog on top, unwrapped."""
-    return " ".join(" ".join(str(w.render()) for w in app.screen.query(Static)).split())
-
-
-async def run_keys(engine: FakeEngine, *keys: str, size=(120, 40), **kw) -> BackfillApp:
-    app = make_app(engine, **kw)
-    async with app.run_test(size=size) as pilot:
-        await settle(pilot)
-        await press(pilot, *keys)
-    return app
 
 
 # ---- one key, one action ---------------------------------------------------------------------

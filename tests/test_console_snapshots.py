@@ -12,31 +12,17 @@ import os
 
 import pytest
 
-from console.app import BackfillApp
 from engine.rpc_health import merge_rpc_health
+from tests.support.app import make_app, settle
 from tests.support.fake_engine import (
     NOW,
     FakeEngine,
     failing_gate_status,
     fatal_status,
-    fixed_clock,
     sample_status,
 )
 
 os.environ["TEXTUAL_ANIMATIONS"] = "none"
-
-
-def make_app(engine: FakeEngine | None = None) -> BackfillApp:
-    app = BackfillApp(engine or FakeEngine(), refresh_s=3600.0, clock=fixed_clock)
-    app.animation_level = "none"
-    return app
-
-
-async def settle(pilot) -> None:
-    """Wait until the first poll of every source has rendered."""
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 @pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
