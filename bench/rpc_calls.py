@@ -40,13 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.rpc.http_transport import HttpConnection  # noqa: E402
 from engine.rpc.pool import RpcPool  # noqa: E402
-from tests.support.fault_proxy import (  # noqa: E402
-    EMITTER_A,
-    EMITTER_B,
-    AnvilNode,
-    FaultConfig,
-    FaultProxy,
-)
+from tests.support.anvil import EMITTER_A, EMITTER_B, AnvilNode  # noqa: E402
+from tests.support.fault_proxy import FaultConfig, FaultProxy  # noqa: E402
 
 BLOCKS_PER_DAY = 7200
 # Dense-filter logs per day (EMITTER_A, 50 logs per call) and sparse ones (EMITTER_B).

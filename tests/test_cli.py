@@ -276,7 +276,7 @@ def test_version_names_the_product_and_what_it_runs_on(
 def test_version_with_an_unreachable_store_server_says_so(
     short_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.support.fault_proxy import free_port
+    from tests.support.anvil import free_port
 
     port = free_port()
     config = short_dir / "c.toml"

@@ -15,16 +15,8 @@ from collections import Counter
 import pytest
 
 from engine.rpc.pool import RangeFailed, RpcError, RpcPool
-from tests.support.fault_proxy import (
-    ANVIL_BIN,
-    CAP_STYLES,
-    EMITTER_A,
-    EMITTER_B,
-    AnvilNode,
-    FaultConfig,
-    FaultProxy,
-    free_port,
-)
+from tests.support.anvil import ANVIL_BIN, EMITTER_A, EMITTER_B, AnvilNode, free_port
+from tests.support.fault_proxy import CAP_STYLES, FaultConfig, FaultProxy
 
 pytestmark = pytest.mark.skipif(
     not ANVIL_BIN.exists(), reason=f"anvil binary not installed ({ANVIL_BIN})"

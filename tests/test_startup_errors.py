@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.preflight import connection_reason
-from tests.support.fault_proxy import AnvilNode, free_port
+from tests.support.anvil import AnvilNode, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -227,11 +227,14 @@ def start_anvil(
     load_state: Path | None = None,
     log_path: Path | None = None,
     ready_timeout: float = 120.0,
+    automine: bool = False,
+    hardfork: str = HARDFORK,
 ) -> AnvilProcess:
     """Start anvil on 127.0.0.1 and return once it answers `eth_blockNumber`.
 
     `genesis_timestamp` sets `--timestamp` (a fresh chain); `load_state` restores a dumped chain.
     With `port=None` a free port is picked (retrying if another process grabs it first).
+    Blocks are mined only on request unless `automine` (then one per transaction).
     """
     binary = find_anvil()
     if port is not None and (taken := port_taken_error(port)):
@@ -247,14 +250,15 @@ def start_anvil(
             HOST,
             "--port",
             str(p),
-            "--no-mining",
             "--gas-limit",
             str(GAS_LIMIT),
             "--hardfork",
-            HARDFORK,
+            hardfork,
             "--prune-history",
             "--silent",
         ]
+        if not automine:
+            args.append("--no-mining")
         if genesis_timestamp is not None:
             args += ["--timestamp", str(genesis_timestamp)]
         if load_state is not None:

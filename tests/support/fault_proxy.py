@@ -38,14 +38,11 @@ import select
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine.devchain.anvil import AnvilProcess, spawn_watched
 from engine.devchain.provider_errors import CAP_STYLES, cap_message  # noqa: F401 (re-exported)
 
 
@@ -441,118 +438,3 @@ class FaultProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-# ---------------------------------------------------------------------------------------------
-# A real anvil node populated with logs quickly (tests and bench/rpc_calls.py)
-
-ANVIL_BIN = (
-    Path(__file__).resolve().parents[2]
-    / "tools/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
-)
-
-EMITTER_A = "0x00000000000000000000000000000000000a11ce"
-EMITTER_B = "0x00000000000000000000000000000000000b0b00"
-
-
-#: Mining thousands of blocks slows down with chain length under Prague (EIP-2935 history
-#: contract) and with full state history: 5,000 empty blocks took ~18 s; with these flags ~0.1 s.
-FAST_MINING_ARGS = ("--hardfork", "cancun", "--prune-history")
-
-
-def emitter_code(logs_per_call: int) -> str:
-    """Runtime code that copies its calldata to memory and emits it as LOG0 ``n`` times."""
-    # CALLDATASIZE PUSH1 0 PUSH1 0 CALLDATACOPY, then n x (CALLDATASIZE PUSH1 0 LOG0), STOP
-    return "0x366000600037" + "366000a0" * logs_per_call + "00"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class AnvilNode:
-    """An anvil process on a free loopback port; context manager."""
-
-    def __init__(
-        self, timestamp: int = 1_700_000_000, extra_args: Sequence[str] = FAST_MINING_ARGS
-    ) -> None:
-        self.extra_args = list(extra_args)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.timestamp = timestamp
-        self.proc: AnvilProcess | None = None
-        self._session = HttpPoster(self.url)
-        self._ids = 0
-
-    def __enter__(self) -> AnvilNode:
-        # Under the devchain's watchdog: the node dies with this process, even on SIGKILL.
-        args = [str(ANVIL_BIN), "--host", "127.0.0.1", "--port", str(self.port), "--silent"]
-        args += ["--timestamp", str(self.timestamp), "--gas-limit", "300000000", *self.extra_args]
-        self.proc = AnvilProcess(spawn_watched(args), self.port, None)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self.rpc("eth_chainId", [])
-                return self
-            except (OSError, http.client.HTTPException, ValueError):
-                if time.monotonic() > deadline or not self.proc.alive():
-                    self.__exit__()
-                    raise RuntimeError("anvil did not start") from None
-                time.sleep(0.05)
-
-    def __exit__(self, *exc: object) -> None:
-        self._session.close()
-        if self.proc is not None:
-            self.proc.stop(timeout=5)
-            self.proc = None
-
-    def rpc(self, method: str, params: list) -> Any:
-        self._ids += 1
-        body = self._session.post_json(
-            {"jsonrpc": "2.0", "id": self._ids, "method": method, "params": params}, timeout=60
-        )
-        if "error" in body:
-            raise RuntimeError(f"{method}: {body['error']}")
-        return body["result"]
-
-    def batch(self, calls: list[tuple[str, list]]) -> list[Any]:
-        payload = []
-        for method, params in calls:
-            self._ids += 1
-            payload.append({"jsonrpc": "2.0", "id": self._ids, "method": method, "params": params})
-        out = self._session.post_json(payload, timeout=120)
-        for item in out:
-            if "error" in item:
-                raise RuntimeError(f"batch: {item['error']}")
-        return [item["result"] for item in sorted(out, key=lambda x: x["id"])]
-
-    def populate(self, blocks: list[tuple[int, int, int]], seed: int = 1) -> int:
-        """Mine a history: ``blocks`` is [(empty_blocks_before, txs_to_A, txs_to_B), ...].
-
-        Each tx to EMITTER_A emits 50 logs, each tx to EMITTER_B one log. Returns the head.
-        """
-        rng = random.Random(seed)
-        self.rpc("anvil_setCode", [EMITTER_A, emitter_code(50)])
-        self.rpc("anvil_setCode", [EMITTER_B, emitter_code(1)])
-        sender = self.rpc("eth_accounts", [])[0]
-        self.rpc("evm_setAutomine", [False])
-        try:
-            for gap, n_a, n_b in blocks:
-                if gap > 0:
-                    self.rpc("anvil_mine", [hex(gap), "0xc"])
-                sends = []
-                for target, n in ((EMITTER_A, n_a), (EMITTER_B, n_b)):
-                    for _ in range(n):
-                        data = "0x" + rng.randbytes(32).hex()
-                        tx = {"from": sender, "to": target, "data": data, "gas": hex(200_000)}
-                        sends.append(("eth_sendTransaction", [tx]))
-                if sends:
-                    self.batch(sends)
-                self.rpc("evm_mine", [])
-        finally:
-            self.rpc("evm_setAutomine", [True])
-        return int(self.rpc("eth_blockNumber", []), 16)
