@@ -116,10 +116,16 @@ WHERE t.token IN {cash_tokens}
   AND leg.1 != '0x0000000000000000000000000000000000000000'
   AND leg.1 NOT IN {issuers};
 
--- net_flows: token rows per (tx, holder, token) with a non-zero net, plus cash. The holder's cash
--- delta in the tx goes on its token row when the tx moved exactly one token for it; otherwise it
--- goes on a cash row (outcome_index -1) of the one condition it touched, or of condition '' when
--- it touched none or several.
+-- net_flows: token rows per (tx, holder, token) with a non-zero net, plus cash, attributed leg by
+-- leg (docs/ANALYTICS.md, "Cash attribution"). Each cash leg of a holder is paired with a run of
+-- its token legs in the same tx: same pairing class (the issuers' mints/burns go with cash to or
+-- from an issuer; any other leg with the legs of the same counterparty), opposite sign, matched in
+-- log order by a stack (a leg pairs with the latest unpaired opposite item; consecutive token legs
+-- of one condition and sign are one run). A paired cash leg belongs to its run's condition; an
+-- unpaired one to the one condition the holder's token legs touched, else to condition ''.
+-- Per (tx, holder, condition) the cash goes on the token row when exactly one token of that
+-- condition moved for the holder, else on a cash row (outcome_index -1) of the condition.
+-- Everything is grouped by tx_hash (a tx lives in one day), so the statement works per day range.
 INSERT INTO {db}.net_flows{sfx}
 WITH
     per_holder AS (
@@ -130,16 +136,88 @@ WITH
             min(log_index) AS log_index,
             min(block_timestamp) AS block_timestamp,
             min(day_idx) AS day_idx,
-            sumIf(delta, asset = 'cash') AS usdc_delta,
             max(asset = 'token' AND delta > 0
                 AND counterparty = '0x0000000000000000000000000000000000000000') AS minted,
             max(asset = 'token' AND delta < 0
                 AND counterparty = '0x0000000000000000000000000000000000000000') AS burned,
             max(asset = 'token' AND delta < 0 AND after_resolution = 1
                 AND counterparty = '0x0000000000000000000000000000000000000000') AS redeemed,
-            max(counterparty IN {exchanges} OR operator IN {exchanges}) AS with_exchange
+            max(counterparty IN {exchanges} OR operator IN {exchanges}) AS with_exchange,
+            uniqExactIf(condition_id, asset = 'token') AS n_leg_conditions,
+            anyIf(condition_id, asset = 'token') AS leg_condition
         FROM {db}.rebuild_legs{sfx}
         GROUP BY tx_hash, holder
+    ),
+    -- Kind flags of the token legs of one condition (used when a holder touched several).
+    per_condition AS (
+        SELECT
+            tx_hash,
+            holder,
+            condition_id,
+            max(delta > 0 AND counterparty = '0x0000000000000000000000000000000000000000')
+                AS minted,
+            max(delta < 0 AND counterparty = '0x0000000000000000000000000000000000000000')
+                AS burned,
+            max(delta < 0 AND after_resolution = 1
+                AND counterparty = '0x0000000000000000000000000000000000000000') AS redeemed,
+            max(counterparty IN {exchanges} OR operator IN {exchanges}) AS with_exchange
+        FROM {db}.rebuild_legs{sfx}
+        WHERE asset = 'token'
+        GROUP BY tx_hash, holder, condition_id
+    ),
+    -- The pairing, per (tx, holder, class): items in log order, folded through a stack
+    -- (Tuple(is_cash, delta, condition)); out = (cash delta, paired, condition) per cash leg.
+    folded AS (
+        SELECT
+            tx_hash,
+            holder,
+            arrayFold(
+                (acc, x) -> if(
+                    length(acc.1) > 0 AND acc.1[-1].1 != x.1 AND sign(acc.1[-1].2) = -sign(x.2),
+                    (arrayPopBack(acc.1),
+                     arrayPushBack(acc.2, if(x.1 = 1, (x.2, toUInt8(1), acc.1[-1].3),
+                                                      (acc.1[-1].2, toUInt8(1), x.3)))),
+                    if(x.1 = 0 AND length(acc.1) > 0 AND acc.1[-1].1 = 0
+                           AND acc.1[-1].3 = x.3 AND sign(acc.1[-1].2) = sign(x.2),
+                       acc,
+                       (arrayPushBack(acc.1, x), acc.2))),
+                arrayMap(i -> (i.3, i.4, i.5), arraySort(i -> (i.1, i.2), items)),
+                ([] :: Array(Tuple(UInt8, Int256, String)),
+                 [] :: Array(Tuple(Int256, UInt8, String)))) AS state,
+            arrayConcat(state.2,
+                        arrayMap(s -> (s.2, toUInt8(0), ''), arrayFilter(s -> s.1 = 1, state.1)))
+                AS cash_legs
+        FROM
+        (
+            SELECT
+                tx_hash,
+                holder,
+                groupArray((log_index, token_id, toUInt8(asset = 'cash'), delta, condition_id))
+                    AS items
+            FROM {db}.rebuild_legs{sfx}
+            WHERE counterparty != holder
+            GROUP BY
+                tx_hash,
+                holder,
+                if(asset = 'cash',
+                   if(counterparty IN {issuers}, 'issuer', counterparty),
+                   if(counterparty = '0x0000000000000000000000000000000000000000', 'issuer',
+                      counterparty))
+            HAVING countIf(asset = 'cash') > 0
+        )
+    ),
+    -- Cash per (tx, holder, condition): paired legs to their run's condition, unpaired ones to
+    -- the holder's one condition of the tx, else to ''.
+    cash AS (
+        SELECT
+            f.tx_hash AS tx_hash,
+            f.holder AS holder,
+            if(leg.2 = 1, leg.3, if(h.n_leg_conditions = 1, h.leg_condition, '')) AS condition_id,
+            sum(leg.1) AS usdc_delta
+        FROM folded AS f
+        ARRAY JOIN f.cash_legs AS leg
+        INNER JOIN per_holder AS h ON f.tx_hash = h.tx_hash AND f.holder = h.holder
+        GROUP BY tx_hash, holder, condition_id
     ),
     tokens AS (
         SELECT
@@ -155,44 +233,70 @@ WITH
         HAVING token_delta != 0
     ),
     token_summary AS (
-        SELECT
-            tx_hash,
-            holder,
-            count() AS n_tokens,
-            uniqExact(condition_id) AS n_conditions,
-            any(condition_id) AS one_condition
+        SELECT tx_hash, holder, condition_id, count() AS n_tokens
         FROM tokens
-        GROUP BY tx_hash, holder
+        GROUP BY tx_hash, holder, condition_id
     ),
-    holders AS (
+    -- One row per (tx, holder, condition) that has token rows or cash.
+    groups AS (
         SELECT
-            h.*,
-            multiIf(h.redeemed = 1, 'redeem',
-                    h.burned = 1, 'merge',
-                    h.minted = 1, 'split',
-                    h.with_exchange = 1, 'trade',
-                    'transfer') AS kind,
+            k.tx_hash AS tx_hash,
+            k.holder AS holder,
+            k.condition_id AS condition_id,
             s.n_tokens AS n_tokens,
-            if(s.n_conditions = 1, s.one_condition, '') AS cash_condition
-        FROM per_holder AS h
-        LEFT JOIN token_summary AS s ON h.tx_hash = s.tx_hash AND h.holder = s.holder
+            c.usdc_delta AS usdc_delta
+        FROM
+        (
+            SELECT tx_hash, holder, condition_id FROM token_summary
+            UNION DISTINCT
+            SELECT tx_hash, holder, condition_id FROM cash WHERE usdc_delta != 0
+        ) AS k
+        LEFT JOIN token_summary AS s
+            ON k.tx_hash = s.tx_hash AND k.holder = s.holder AND k.condition_id = s.condition_id
+        LEFT JOIN cash AS c
+            ON k.tx_hash = c.tx_hash AND k.holder = c.holder AND k.condition_id = c.condition_id
+    ),
+    -- kind: the holder's flags when it touched at most one condition (or for cash of a condition
+    -- whose tokens it did not move), else the flags of that condition's token legs.
+    classified AS (
+        SELECT
+            g.tx_hash AS tx_hash,
+            g.holder AS holder,
+            g.condition_id AS condition_id,
+            g.n_tokens AS n_tokens,
+            g.usdc_delta AS usdc_delta,
+            h.block_number AS block_number,
+            h.log_index AS log_index,
+            h.block_timestamp AS block_timestamp,
+            h.day_idx AS day_idx,
+            h.n_leg_conditions <= 1 OR p.tx_hash = '' AS holder_flags,
+            multiIf(if(holder_flags, h.redeemed, p.redeemed) = 1, 'redeem',
+                    if(holder_flags, h.burned, p.burned) = 1, 'merge',
+                    if(holder_flags, h.minted, p.minted) = 1, 'split',
+                    if(holder_flags, h.with_exchange, p.with_exchange) = 1, 'trade',
+                    'transfer') AS kind
+        FROM groups AS g
+        INNER JOIN per_holder AS h ON g.tx_hash = h.tx_hash AND g.holder = h.holder
+        LEFT JOIN per_condition AS p
+            ON g.tx_hash = p.tx_hash AND g.holder = p.holder AND g.condition_id = p.condition_id
     )
 SELECT
     t.tx_hash,
-    h.block_number,
-    h.log_index,
-    h.block_timestamp,
-    h.day_idx,
+    g.block_number,
+    g.log_index,
+    g.block_timestamp,
+    g.day_idx,
     t.holder,
     t.holder IN {system},
-    h.kind,
+    g.kind,
     t.condition_id,
     t.outcome_index,
     t.token_id,
     t.token_delta,
-    if(h.n_tokens = 1, h.usdc_delta, toInt256(0))
+    if(g.n_tokens = 1, g.usdc_delta, toInt256(0))
 FROM tokens AS t
-INNER JOIN holders AS h ON t.tx_hash = h.tx_hash AND t.holder = h.holder
+INNER JOIN classified AS g
+    ON t.tx_hash = g.tx_hash AND t.holder = g.holder AND t.condition_id = g.condition_id
 UNION ALL
 SELECT
     tx_hash,
@@ -203,16 +307,17 @@ SELECT
     holder,
     holder IN {system},
     kind,
-    cash_condition,
+    condition_id,
     toInt16(-1),
     toUInt256(0),
     toInt256(0),
     usdc_delta
-FROM holders
+FROM classified
 WHERE usdc_delta != 0 AND n_tokens != 1;
 
 -- trades_with_direction: the trade rows of wallets. Direction from the row's own leg (token leg
--- first, else cash); confidence from the opposite leg of the same wallet in the same tx.
+-- first, else cash); confidence from the opposite leg the pairing gave the same wallet in the same
+-- tx and condition (its cash there for a token row, its token legs there for a cash row).
 INSERT INTO {db}.trades_with_direction{sfx}
 SELECT
     tx_hash,
@@ -228,15 +333,15 @@ SELECT
             usdc_delta < 0, 'BUY',
             'SELL') AS direction,
     multiIf(
-        -- token row: the cash leg of the tx is the opposite leg
-        token_delta != 0 AND tx_usdc_delta = 0, 'MEDIUM',
-        token_delta > 0 AND tx_usdc_delta < 0, 'HIGH',
-        token_delta < 0 AND tx_usdc_delta > 0, 'HIGH',
+        -- token row: the cash paired with the condition is the opposite leg
+        token_delta != 0 AND pair_usdc_delta = 0, 'MEDIUM',
+        token_delta > 0 AND pair_usdc_delta < 0, 'HIGH',
+        token_delta < 0 AND pair_usdc_delta > 0, 'HIGH',
         token_delta != 0, 'LOW',
-        -- cash-only row: the token legs of the tx are the opposite leg
-        tx_tokens_in = 0 AND tx_tokens_out = 0, 'MEDIUM',
-        usdc_delta < 0 AND tx_tokens_in = 1, 'HIGH',
-        usdc_delta > 0 AND tx_tokens_out = 1, 'HIGH',
+        -- cash-only row: the token legs of the condition are the opposite leg
+        pair_tokens_in = 0 AND pair_tokens_out = 0, 'MEDIUM',
+        usdc_delta < 0 AND pair_tokens_in = 1, 'HIGH',
+        usdc_delta > 0 AND pair_tokens_out = 1, 'HIGH',
         'LOW') AS confidence,
     toUInt256(abs(token_delta)) AS token_amount,
     toUInt256(abs(usdc_delta)) AS usdc_amount,
@@ -249,13 +354,16 @@ FROM
 (
     SELECT
         *,
-        sum(usdc_delta) OVER w AS tx_usdc_delta,
-        max(token_delta > 0) OVER w AS tx_tokens_in,
-        max(token_delta < 0) OVER w AS tx_tokens_out
+        sum(usdc_delta) OVER tx AS tx_usdc_delta,
+        sum(usdc_delta) OVER pair AS pair_usdc_delta,
+        max(token_delta > 0) OVER pair AS pair_tokens_in,
+        max(token_delta < 0) OVER pair AS pair_tokens_out
     FROM {db}.net_flows{sfx}
-    WHERE is_system = 0 AND kind = 'trade'
-    WINDOW w AS (PARTITION BY tx_hash, wallet)
-);
+    WHERE is_system = 0
+    WINDOW tx AS (PARTITION BY tx_hash, wallet),
+           pair AS (PARTITION BY tx_hash, wallet, condition_id)
+)
+WHERE kind = 'trade';
 
 -- wallet_market_pnl: positions per outcome, cash, payout value and PnL per (wallet, condition).
 -- Payout arrays are 1-based in ClickHouse: outcome i pays payout_numerators[i + 1].
