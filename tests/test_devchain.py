@@ -219,6 +219,9 @@ def test_market_activity_is_consistent(chain: Devchain, all_logs: list[dict[str,
     by_tx: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for x in all_logs:
         by_tx[x["transactionHash"]].append(x)
+    by_tx_events: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for ev in mk["events"]:
+        by_tx_events[ev["tx_hash"]].append(ev)
     # Registrations and resolutions on chain match the conditions.
     regs = [x for x in all_logs if x["topics"][0] == TOKEN_REGISTERED_TOPIC]
     for x in regs:
@@ -253,11 +256,14 @@ def test_market_activity_is_consistent(chain: Devchain, all_logs: list[dict[str,
         c = conditions[p["condition_id"]]
         got = [bal[(p["wallet"], int(t))] for t in c["token_ids"]]
         assert got == p["token_balances"]
-    # Every event's deltas are visible in its own transaction's logs.
+    # Every event's deltas are visible in its own transaction's logs (a transaction with several
+    # events: the wallet's USDC in the logs is the sum of its events' USDC).
     usdc = SPEC.collateral
+    events_of: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for ev in mk["events"]:
-        logs = by_tx[ev["tx_hash"]]
-        w = ev["wallet"]
+        events_of[(ev["tx_hash"], ev["wallet"])].append(ev)
+    for (tx, w), evs in events_of.items():
+        logs = by_tx[tx]
         usdc_delta = 0
         for x in logs:
             if x["address"] == usdc and x["topics"][0] == TRANSFER_TOPIC:
@@ -265,11 +271,14 @@ def test_market_activity_is_consistent(chain: Devchain, all_logs: list[dict[str,
                 usdc_delta += (v if _addr(x["topics"][2]) == w else 0) - (
                     v if _addr(x["topics"][1]) == w else 0
                 )
-        assert usdc_delta == ev["usdc_delta"], ev
-        if ev["kind"] == "trade":
-            assert len(logs) == 2 and logs[0]["address"] == usdc
-            assert logs[1]["topics"][0] == TRANSFER_SINGLE_TOPIC
-            assert (ev["side"] == "BUY") == (ev["usdc_delta"] < 0)
+        assert usdc_delta == sum(ev["usdc_delta"] for ev in evs), evs
+        assert (len(evs) > 1 or len(by_tx_events[tx]) > 1) == (evs[0]["batch"] is not None), evs
+        for ev in evs:
+            if ev["kind"] == "trade" and ev["batch"] is None:
+                assert len(logs) == 2 and logs[0]["address"] == usdc
+                assert logs[1]["topics"][0] == TRANSFER_SINGLE_TOPIC
+            if ev["kind"] == "trade":
+                assert (ev["side"] == "BUY") == (ev["usdc_delta"] < 0)
     # Conservation: every outcome of a condition has the same supply until resolution, and the
     # collateral left in ConditionalTokens backs exactly the tokens still held.
     backing = 0
@@ -285,6 +294,18 @@ def test_market_activity_is_consistent(chain: Devchain, all_logs: list[dict[str,
     assert backing == mk["summary"]["ctf_usdc_outstanding"]
     kinds = {ev["kind"] for ev in mk["events"]}
     assert {"trade", "split", "redeem"} <= kinds
+    # Transactions touching several markets or wallets (docs/ANALYTICS.md, cash attribution).
+    shapes = {ev["batch"] for ev in mk["events"]} - {None}
+    assert shapes and shapes <= {"two_markets", "batched_redeem", "split_sell_other", "multi_fill"}
+    for tx, evs in by_tx_events.items():
+        conds = {ev["condition_id"] for ev in evs}
+        wallets = {ev["wallet"] for ev in evs}
+        shape = evs[0]["batch"]
+        assert {ev["batch"] for ev in evs} == {shape}, evs
+        if shape in ("two_markets", "batched_redeem", "split_sell_other"):
+            assert len(wallets) == 1 and len(conds) >= 2, evs
+        elif shape == "multi_fill":
+            assert len(conds) == 1 and len(wallets) >= 3, evs
 
 
 def test_second_start_loads_cache_and_serves_same_logs(

@@ -27,7 +27,9 @@ from tests.support.config import write_config
 from tests.support.expected_analytics import Expected, expected_analytics
 
 DAYS = 6
-SEED = 7  # resolves a one-hot, a [1, 1] and a 3-outcome market; win rate lands in the band
+# Resolves a one-hot, a [1, 1] and a 3-outcome market, has every kind of market event and every
+# shape of transaction that touches several markets or wallets; win rate lands in the band.
+SEED = 9
 INPUT_TABLES = (
     "erc20_transfers_staging",
     "erc1155_transfers_staging",
@@ -226,6 +228,13 @@ def test_devchain_covers_the_interesting_markets(env: Env) -> None:
     assert any(sum(c["payout_numerators"]) == 1 for c in resolved)
     kinds = {ev["kind"] for ev in env.truth["markets"]["events"]}
     assert kinds == {"trade", "split", "merge", "redeem", "gift"}
+    shapes = {ev["batch"] for ev in env.truth["markets"]["events"]}
+    assert shapes == {None, "two_markets", "batched_redeem", "split_sell_other", "multi_fill"}
+    # ... and they are what the per-(tx, holder) net rule got wrong: a wallet's tx spanning markets.
+    by_tx_wallet: dict[tuple[str, str], set[str]] = {}
+    for ev in env.truth["markets"]["events"]:
+        by_tx_wallet.setdefault((ev["tx_hash"], ev["wallet"]), set()).add(ev["condition_id"])
+    assert sum(len(c) > 1 for c in by_tx_wallet.values()) >= 5
 
 
 def test_clean_rebuild_is_exact_and_swapped(env: Env) -> None:

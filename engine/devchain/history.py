@@ -62,7 +62,7 @@ from engine.constants import (
 )
 
 # Bump when the generated history changes, so cached chains of older generators are not reused.
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 # UMA CTF adapter on Polygon: the oracle of Polymarket's conditions.
 ORACLE = "0x6a9d222616c90fca5754cd1333cfd9b7fb6a4f74"
 UNIT = 10**4  # every token/USDC amount is a multiple of 0.01 (6-decimals base units)
@@ -168,6 +168,11 @@ class Tx:
     event: dict[str, Any] | None = None  # semantic market record (tx_hash filled in later)
     condition: int | None = None  # market index of a resolution / registration tx
     what: str = ""  # "resolution" | "registration" | "" (for ground truth bookkeeping)
+    more: list[dict[str, Any]] = field(default_factory=list)  # further events of the same tx
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return ([self.event] if self.event is not None else []) + self.more
 
 
 @dataclass
@@ -375,7 +380,7 @@ class _Generator:
         self.to_resolve = [m for m in self.to_resolve if m.resolve_day > d]
         ready = [r for r in self.redemptions if r[0] <= d]
         self.redemptions = [r for r in self.redemptions if r[0] > d]
-        slots += [("redeem", actor, m) for _, actor, m in ready]
+        slots += [("redeem", actor, ms) for actor, ms in _by_actor([(a, m) for _, a, m in ready])]
         if first:
             slots += ["erc721", "huge", "big64"]
         rng.shuffle(slots)
@@ -394,11 +399,11 @@ class _Generator:
             elif slot[0] == "resolve":
                 txs.append(self._resolve(slot[1]))
             else:
-                tx = self._redeem(slot[1], slot[2])
+                tx = self._redeem_all(slot[1], slot[2])
                 if tx is not None:
                     txs.append(tx)
-        for actor, m in self.same_day_redeems:  # after every resolution of the day
-            tx = self._redeem(actor, m)
+        for actor, ms in _by_actor(self.same_day_redeems):  # after every resolution of the day
+            tx = self._redeem_all(actor, ms)
             if tx is not None:
                 txs.append(tx)
         if last_second:
@@ -533,12 +538,25 @@ class _Generator:
             "usdc_amount": abs(usdc_delta),
             "token_deltas": token_deltas,
             "usdc_delta": usdc_delta,
+            "batch": None,  # the shape of a transaction with several events (see _combine)
         }
 
     def _market_event(self) -> list[Tx]:
         rng = self.rng
         if not self.open:
             return []
+        c = rng.random()  # now and then a transaction that touches several markets or wallets
+        combo = (
+            self._two_markets()
+            if c < 0.04
+            else self._split_sell_other()
+            if c < 0.08
+            else self._multi_fill()
+            if c < 0.12
+            else []
+        )
+        if combo:
+            return combo
         m = rng.choice(self.open)
         k = rng.random()
         has_ex = m.exchange is not None
@@ -590,11 +608,11 @@ class _Generator:
     def _price(self, m: Market, i: int) -> int:
         return min(99, max(1, m.prices[i] + self.rng.randint(-3, 3)))
 
-    def _buy(self, m: Market) -> list[Tx]:
+    def _buy(self, m: Market, w: str | None = None) -> list[Tx]:
         rng = self.rng
         assert m.exchange is not None
         ex = m.exchange
-        w = rng.choice(self.wallets)
+        w = w or rng.choice(self.wallets)
         i = rng.randrange(m.outcome_count)
         amount = self._amount(100, 200_000)
         usdc = self._price(m, i) * amount // 100
@@ -616,16 +634,17 @@ class _Generator:
         out.append(Tx(logs, ev))
         return out
 
-    def _sell(self, m: Market) -> list[Tx]:
+    def _sell(self, m: Market, w: str | None = None, i: int | None = None) -> list[Tx]:
         rng = self.rng
         assert m.exchange is not None
         ex = m.exchange
         holders = self._holders(m)
         if not holders:
             return []
-        w = rng.choice(holders)
+        w = w or rng.choice(holders)
         b = self.bal[(w, m.idx)]
-        i = rng.choice([j for j in range(m.outcome_count) if b[j] > 0])
+        if i is None:
+            i = rng.choice([j for j in range(m.outcome_count) if b[j] > 0])
         amount = self._part(b[i])
         usdc = self._price(m, i) * amount // 100
         deltas = [0] * m.outcome_count
@@ -640,6 +659,95 @@ class _Generator:
             single_log(self.ctf, ex, w, ex, m.token_ids[i], amount),
         ]
         return [Tx(logs, ev)]
+
+    # ---- transactions that touch several markets or several wallets -------------------------
+    def _combine(self, parts: list[Tx], shape: str) -> Tx:
+        """One transaction doing what `parts` do, in that order (logs and events concatenated)."""
+        logs = [lg for p in parts for lg in p.logs]
+        events = [{**ev, "batch": shape} for p in parts for ev in p.events]
+        return Tx(logs, events[0], more=events[1:])
+
+    def _exchange_markets(self) -> list[Market]:
+        return [m for m in self.open if m.exchange is not None]
+
+    def _two_markets(self) -> list[Tx]:
+        """A wallet buys in one market and sells in another, in one transaction (two fills)."""
+        rng = self.rng
+        ms = self._exchange_markets()
+        sellable = [m for m in ms if self._holders(m)]
+        if len(ms) < 2 or not sellable:
+            return []
+        n = rng.choice(sellable)
+        w = rng.choice(self._holders(n))
+        m = rng.choice([x for x in ms if x is not n])
+        buy = self._buy(m, w)
+        fills = [buy[-1], *self._sell(n, w)]
+        if rng.random() < 0.5:
+            fills.reverse()
+        return [*buy[:-1], self._combine(fills, "two_markets")]
+
+    def _split_sell_other(self) -> list[Tx]:
+        """A wallet splits market M, sells some of M's outcome 0 and buys market N, in one tx."""
+        rng = self.rng
+        ms = self._exchange_markets()
+        if len(ms) < 2:
+            return []
+        m, n = rng.sample(ms, 2)
+        w = rng.choice(self.wallets)
+        split = self._split(w, m, self._amount(100, 100_000))
+        sell = self._sell(m, w, 0)
+        buy = self._buy(n, w)
+        return [*buy[:-1], self._combine([split, *sell, buy[-1]], "split_sell_other")]
+
+    def _multi_fill(self) -> list[Tx]:
+        """A taker's buy filled by two or three makers' sells at once, through the exchange.
+
+        The layout of CTF Exchange `matchOrders`: the taker pays the exchange, each maker gives
+        the exchange its tokens and is paid, then the exchange hands the taker all the tokens.
+        """
+        rng = self.rng
+        options = []
+        for m in self._exchange_markets():
+            for i in range(m.outcome_count):
+                hs = [w for w in self._holders(m) if self.bal[(w, m.idx)][i] > 0]
+                if len(hs) >= 2:
+                    options.append((m, i, hs))
+        if not options:
+            return []
+        m, i, hs = rng.choice(options)
+        assert m.exchange is not None
+        ex = m.exchange
+        makers = rng.sample(hs, min(len(hs), rng.choice((2, 3))))
+        taker = rng.choice([w for w in self.wallets if w not in makers])
+        price = self._price(m, i)
+        fills = [(mk, self._part(self.bal[(mk, m.idx)][i])) for mk in makers]
+        total_tokens = sum(a for _, a in fills)
+        total_usdc = sum(price * a // 100 for _, a in fills)
+        logs = [erc20_log(self.usdc, taker, ex, total_usdc)]
+        events = []
+        for mk, a in fills:
+            deltas = [0] * m.outcome_count
+            deltas[i] = -a
+            events.append(
+                self._record(
+                    "trade", mk, ex, m, outcome=i, side="SELL", token_deltas=deltas,
+                    usdc_delta=price * a // 100,
+                )
+            )  # fmt: skip
+            logs.append(single_log(self.ctf, ex, mk, ex, m.token_ids[i], a))
+            logs.append(erc20_log(self.usdc, ex, mk, price * a // 100))
+        deltas = [0] * m.outcome_count
+        deltas[i] = total_tokens
+        events.insert(
+            0,
+            self._record(
+                "trade", taker, ex, m, outcome=i, side="BUY", token_deltas=deltas,
+                usdc_delta=-total_usdc,
+            ),
+        )  # fmt: skip
+        logs.append(single_log(self.ctf, ex, ex, taker, m.token_ids[i], total_tokens))
+        events = [{**ev, "batch": "multi_fill"} for ev in events]
+        return [Tx(logs, events[0], more=events[1:])]
 
     def _merge(self, m: Market) -> list[Tx]:
         holders = self._holders(m, need_all=True)
@@ -708,12 +816,39 @@ class _Generator:
         for a in actors:
             b = self.bal.get((a, m.idx))
             if b and max(b) > 0 and (a == m.exchange or rng.random() < 0.97):
-                delay = rng.randint(0, 4)
+                pending = [day for day, actor, _ in self.redemptions if actor == a]
+                if pending and rng.random() < 0.6:
+                    delay = pending[0] - self.day  # redeem together with another market
+                else:
+                    delay = rng.randint(0, 4)
                 if delay == 0:
                     self.same_day_redeems.append((a, m))
                 else:
                     self.redemptions.append((self.day + delay, a, m))
         return tx
+
+    def _redeem_all(self, actor: str, ms: list[Market]) -> Tx | None:
+        """One redemption tx; several markets at once as a proxy wallet batches them: per market
+        a TransferSingle burn of each held outcome, then the payout if > 0 (redeemPositions)."""
+        ms = [m for m in ms if max(self.bal[(actor, m.idx)]) > 0]
+        if len(ms) <= 1:
+            return self._redeem(actor, ms[0]) if ms else None
+        logs: list[Log] = []
+        events = []
+        for m in ms:
+            assert m.payout is not None
+            b = self.bal[(actor, m.idx)]
+            held = [i for i in range(m.outcome_count) if b[i] > 0]
+            den = sum(m.payout)
+            payout = sum(b[i] * m.payout[i] // den for i in held)
+            for i in held:
+                logs.append(single_log(self.ctf, actor, actor, ZERO_ADDRESS, m.token_ids[i], b[i]))
+            if payout > 0:
+                logs.append(erc20_log(self.usdc, self.ctf, actor, payout))
+            deltas = [-x for x in b]
+            ev = self._record("redeem", actor, self.ctf, m, token_deltas=deltas, usdc_delta=payout)
+            events.append({**ev, "batch": "batched_redeem"})
+        return Tx(logs, events[0], more=events[1:])
 
     def _redeem(self, actor: str, m: Market) -> Tx | None:
         assert m.payout is not None
@@ -738,6 +873,14 @@ class _Generator:
         if payout > 0:
             logs.append(erc20_log(self.usdc, self.ctf, actor, payout))
         return Tx(logs, ev)
+
+
+def _by_actor(pairs: list[tuple[str, Market]]) -> list[tuple[str, list[Market]]]:
+    """(actor, markets) in first-seen order: an actor's redemptions due together."""
+    out: dict[str, list[Market]] = {}
+    for actor, m in pairs:
+        out.setdefault(actor, []).append(m)
+    return list(out.items())
 
 
 def generate(spec: DevchainSpec) -> History:
@@ -880,8 +1023,8 @@ def _markets_truth(history: History, tx_hashes: list[str]) -> dict[str, Any]:
     for b in history.blocks:
         for tx in b.txs:
             hash_of[id(tx)] = tx_hashes[k]
-            if tx.event is not None:
-                ev = dict(tx.event)
+            for e in tx.events:
+                ev = dict(e)
                 ev["tx_hash"] = tx_hashes[k]
                 events.append(ev)
             k += 1

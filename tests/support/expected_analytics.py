@@ -4,10 +4,14 @@ This is the independent reference the rebuild's SQL is tested against: it never 
 the SQL, only `ground_truth["markets"]` (conditions and semantic events written by the generator,
 `engine/devchain/history.py`), and applies the rules of docs/ANALYTICS.md:
 
-* net flows per (tx, holder, condition, outcome): + = into the holder; a holder's cash sits on its
-  token row when the tx moved one token for it, else on an outcome -1 row of the condition;
-* trades with direction: the trade events of wallets, BUY = tokens in and USDC out, SELL the
-  reverse; both legs are always there, so every one is HIGH;
+* net flows per (tx, holder, condition, outcome): + = into the holder. The cash of a holder in a
+  condition is what its events in that condition paid or received (a transaction may hold events
+  of several markets and wallets: two fills, a batched redemption, a split and a sale, a match);
+  it sits on the token row when the tx moved one token of that condition for the holder, else on
+  an outcome -1 row of the condition. kind per (tx, holder, condition): redeem > merge > split >
+  trade > transfer over the holder's events of that condition;
+* trades with direction: the wallets' token rows of kind trade, BUY = tokens in and USDC out, SELL
+  the reverse; both legs are always there and of opposite sign, so every one is HIGH;
 * positions per (wallet, condition) and pnl_units = cash + sum_i trunc(pos_i * payout_i / D) for
   resolved conditions; win rate = positions with pnl > 0 / resolved positions.
 
@@ -21,6 +25,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+KIND_ORDER = ("redeem", "merge", "split", "trade", "transfer")  # first match wins
 KIND_OF_EVENT = {
     "trade": "trade",
     "split": "split",
@@ -90,12 +95,10 @@ def expected_analytics(ground_truth: dict[str, Any], exchanges: set[str] | None 
         if c["registered"] or c["payout_numerators"] is not None
     }
 
-    # 1. Per (tx, holder): token deltas per (condition, outcome), cash delta, kind.
-    tokens: dict[tuple[str, str], dict[tuple[str, int], int]] = defaultdict(
-        lambda: defaultdict(int)
-    )
-    cash: dict[tuple[str, str], int] = defaultdict(int)
-    kind: dict[tuple[str, str], str] = {}
+    # 1. Per (tx, holder, condition): token deltas per outcome, cash delta, kinds of the events.
+    tokens: dict[tuple[str, str, str], dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    cash: dict[tuple[str, str, str], int] = defaultdict(int)
+    kinds: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     for ev in mk["events"]:
         tx, cid = ev["tx_hash"], ev["condition_id"]
         wallet, cp = ev["wallet"].lower(), ev["counterparty"].lower()
@@ -108,43 +111,41 @@ def expected_analytics(ground_truth: dict[str, Any], exchanges: set[str] | None 
         for holder, sign in sides:
             if holder in non_holders:
                 continue
-            key = (tx, holder)
+            key = (tx, holder, cid)
             for i, d in enumerate(deltas):
                 if d:
-                    tokens[key][(cid, i)] += sign * d
+                    tokens[key][i] += sign * d
             if ev["kind"] != "gift":
                 cash[key] += sign * usdc
-            kind[key] = k
+            kinds[key].add(k)
 
     net_flows: dict[tuple[str, str, str, int], tuple[int, int, str, int]] = {}
-    for key in set(tokens) | set(cash):
-        tx, holder = key
-        toks = {ci: d for ci, d in tokens.get(key, {}).items() if d}
+    for key in kinds:
+        tx, holder, cid = key
+        toks = {i: d for i, d in tokens.get(key, {}).items() if d}
         usdc = cash.get(key, 0)
         system = int(holder in exchanges)
-        k = kind[key]
-        for (cid, i), d in toks.items():
+        k = next(x for x in KIND_ORDER if x in kinds[key])
+        for i, d in toks.items():
             net_flows[(tx, holder, cid, i)] = (d, usdc if len(toks) == 1 else 0, k, system)
         if usdc and len(toks) != 1:
-            conds = {cid for cid, _ in toks}
-            cid = conds.pop() if len(conds) == 1 else ""
             net_flows[(tx, holder, cid, -1)] = (0, usdc, k, system)
 
-    # 2. Trades of wallets: the trade events themselves (side is only used here, as the truth).
-    trades: dict[tuple[str, str, str, int], tuple[str, str, int, int]] = {}
+    # 2. Trades of wallets: their token rows of kind trade; a (tx, wallet, condition) that is one
+    # trade event must show that event's side (the side is only used here, as the truth).
+    side_of: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for ev in mk["events"]:
-        if ev["kind"] != "trade" or ev["wallet"].lower() in exchanges:
+        if ev["kind"] == "trade":
+            side_of[(ev["tx_hash"], ev["wallet"].lower(), ev["condition_id"])].append(ev["side"])
+    trades: dict[tuple[str, str, str, int], tuple[str, str, int, int]] = {}
+    for (tx, holder, cid, i), (d, usdc, k, system) in net_flows.items():
+        if k != "trade" or system:
             continue
-        i = int(ev["outcome_index"])
-        d = int(ev["token_deltas"][i])
+        assert i >= 0 and d != 0 and usdc != 0 and (d > 0) != (usdc > 0), (tx, holder, cid, i)
         direction = "BUY" if d > 0 else "SELL"
-        assert direction == ev["side"], f"event {ev['tx_hash']}: side {ev['side']} vs deltas"
-        trades[(ev["tx_hash"], ev["wallet"].lower(), ev["condition_id"], i)] = (
-            direction,
-            "HIGH",
-            abs(d),
-            abs(int(ev["usdc_delta"])),
-        )
+        side = side_of.get((tx, holder, cid), [])
+        assert len(side) != 1 or side[0] == direction, f"tx {tx}: side {side} vs deltas"
+        trades[(tx, holder, cid, i)] = (direction, "HIGH", abs(d), abs(usdc))
 
     # 3. Positions and PnL per (wallet, condition), wallets only.
     acc: dict[tuple[str, str], dict[str, Any]] = {}
