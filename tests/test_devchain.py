@@ -297,7 +297,7 @@ def test_market_activity_is_consistent(chain: Devchain, all_logs: list[dict[str,
     # Transactions touching several markets or wallets (docs/ANALYTICS.md, cash attribution).
     shapes = {ev["batch"] for ev in mk["events"]} - {None}
     assert shapes and shapes <= {"two_markets", "batched_redeem", "split_sell_other", "multi_fill"}
-    for tx, evs in by_tx_events.items():
+    for evs in by_tx_events.values():
         conds = {ev["condition_id"] for ev in evs}
         wallets = {ev["wallet"] for ev in evs}
         shape = evs[0]["batch"]
