@@ -153,6 +153,8 @@ class GatesConfig:
     conservation_share_strict: float = 0.95
     conservation_worst_strict: float = 0.05
     cash_neutrality_strict: float = 0.02
+    unattributed_cash_relaxed: float = 0.01
+    unattributed_cash_strict: float = 0.001
     win_rate_min: float = 0.40
     win_rate_max: float = 0.50
 
@@ -466,6 +468,8 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
         "conservation_share_strict",
         "conservation_worst_strict",
         "cash_neutrality_strict",
+        "unattributed_cash_relaxed",
+        "unattributed_cash_strict",
         "win_rate_min",
         "win_rate_max",
     ),

@@ -83,6 +83,7 @@ def check_defaults(cfg: Config, base: Path) -> None:
     assert g.conservation_tolerance == 0.02
     assert (g.conservation_share_relaxed, g.conservation_share_strict) == (0.80, 0.95)
     assert (g.conservation_worst_strict, g.cash_neutrality_strict) == (0.05, 0.02)
+    assert (g.unattributed_cash_relaxed, g.unattributed_cash_strict) == (0.01, 0.001)
     assert (g.win_rate_min, g.win_rate_max) == (0.40, 0.50)
     d = cfg.devchain
     assert (d.seed, d.blocks_per_day, d.wallets, d.transfers_per_day) == (7, 144, 40, 100)

@@ -250,8 +250,11 @@ def test_clean_rebuild_is_exact_and_swapped(env: Env) -> None:
         "conservation",
         "cash_neutrality",
         "resolution_sanity",
+        "unattributed_cash",
         "win_rate",
     }
+    # Every unit of the wallets' market cash is attributed to a market, leg by leg.
+    assert next(g for g in out.gates if g.name == "unattributed_cash").value == 0.0
     # Every condition of the chain is resolved or registered, hence mapped; otherwise compare the
     # mapped ones (an open, unregistered multi-outcome market cannot be mapped from its events).
     mapped = mapped_conditions(env)
@@ -305,6 +308,7 @@ def test_clean_rebuild_is_exact_and_swapped(env: Env) -> None:
     assert 0.40 <= snap["win_rate"] <= 0.50
     assert snap["wallets"] > 0 and 0 < snap["binary_share"] < 1
     assert set(snap["gates"]) == {g.name for g in out.gates}
+    assert snap["gates"]["unattributed_cash"]["value"] == 0.0
     assert all(set(v) == {"value", "threshold", "passed"} for v in snap["gates"].values())
     log = (env.cfg.backfill.data_dir / "on-complete.log").read_text()
     assert f"run={out.run_id}: swapped in with EXCHANGE TABLES" in log

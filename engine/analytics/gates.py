@@ -44,6 +44,7 @@ GATE_NAMES = (
     "high_confidence_share",
     "conservation",
     "cash_neutrality",
+    "unattributed_cash",
     "win_rate",
 )
 
@@ -265,6 +266,27 @@ def gate_cash_neutrality(
     return value, threshold, passed, detail
 
 
+def gate_unattributed_cash(
+    rows: list[dict], mode: str, cfg: Config
+) -> tuple[float | None, str, bool, str]:
+    """Share of wallets' cash in market txs that no token leg could be paired with."""
+    r = rows[0] if rows else {}
+    unattributed = int(r.get("unattributed") or 0)
+    volume = int(r.get("volume") or 0)
+    value = _ratio(unattributed, volume)
+    g = cfg.gates
+    limit = g.unattributed_cash_strict if mode == STRICT else g.unattributed_cash_relaxed
+    passed = value is None or value <= limit
+    detail = (
+        f"wallet cash in market txs={volume}, under condition ''={unattributed} "
+        f"in {int(r.get('txs') or 0)} (tx, wallet)"
+    )
+    unmapped = int(r.get("unmapped_volume") or 0)
+    if unmapped:
+        detail += f"; cash of txs with only unmapped tokens (left out)={unmapped}"
+    return value, f"<= {limit:g} of wallet cash in market txs", passed, detail
+
+
 def gate_win_rate(rows: list[dict], cfg: Config) -> tuple[float | None, str, bool, str]:
     winners = int(rows[0]["winners"]) if rows else 0
     positions = int(rows[0]["positions"]) if rows else 0
@@ -320,6 +342,7 @@ def evaluate(
     )
     computed["conservation"] = gate_conservation(errors, ambiguous, mode, cfg)
     computed["cash_neutrality"] = gate_cash_neutrality(q("cash_neutrality"), mode, cfg)
+    computed["unattributed_cash"] = gate_unattributed_cash(q("unattributed_cash"), mode, cfg)
     computed["win_rate"] = gate_win_rate(q("win_rate"), cfg)
 
     now = time.time()

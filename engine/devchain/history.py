@@ -25,6 +25,13 @@ Logs
   gift tokens (`TransferSingle` wallet -> wallet) and redeem after `ConditionResolution`
   (`TransferBatch` burn of held ids + USDC payout when > 0). No activity on a market after its
   resolution except redemptions. Balances never go negative; tokens are conserved.
+* Transactions that touch several markets or wallets (about 12% of market slots, plus redemptions
+  due together), each event tagged with its shape in `batch` (None for one-event txs):
+  `two_markets` (a wallet's buy in M and sale in N, two fills in one tx), `split_sell_other` (split
+  M, sell some of M's outcome 0, buy N), `multi_fill` (a taker's buy filled by 2-3 makers through
+  the exchange, in the log order of CTF Exchange `matchOrders`), `batched_redeem` (one actor
+  redeems several markets: per market a `TransferSingle` burn of each held id, then the payout when
+  > 0, as `redeemPositions` emits). The events of one tx share its `tx_hash`.
 * Amounts: token and USDC amounts use 6-decimal base units and are multiples of 10^4 (0.01), prices
   are whole cents, so USDC = cents * amount / 100 and every payout (denominator 1 or 2) is exact.
 * Resolutions: mostly one-hot, some [1, 1]; the winner is chosen (mostly greedily) so that the share

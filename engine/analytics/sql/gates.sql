@@ -248,6 +248,31 @@ SELECT
     (SELECT count() FROM {db}.net_flows{sfx} WHERE condition_id = '' AND token_id != 0)
         AS unmapped_token_rows;
 
+-- query: unattributed_cash
+-- Per (tx, wallet) of non-system holders that moved a mapped market's tokens in the tx: its cash
+-- volume, and the part of it net_flows left under condition '' (no token leg to pair it with).
+-- Cash of txs that moved only unmapped tokens is counted apart (token_mapping / cash_neutrality
+-- see those); cash with no token in the tx (deposits, plain transfers) is not market cash.
+WITH
+    per_tx AS (
+        SELECT
+            tx_hash,
+            wallet,
+            max(token_id != 0 AND condition_id != '') AS mapped_tokens,
+            max(token_id != 0) AS any_tokens,
+            sum(abs(usdc_delta)) AS tx_volume,
+            sumIf(abs(usdc_delta), condition_id = '') AS tx_unattributed
+        FROM {db}.net_flows{sfx}
+        WHERE is_system = 0
+        GROUP BY tx_hash, wallet
+    )
+SELECT
+    sumIf(tx_unattributed, mapped_tokens = 1) AS unattributed,
+    sumIf(tx_volume, mapped_tokens = 1) AS volume,
+    countIf(mapped_tokens = 1 AND tx_unattributed > 0) AS txs,
+    sumIf(tx_volume, mapped_tokens = 0 AND any_tokens = 1) AS unmapped_volume
+FROM per_tx;
+
 -- query: resolution_sanity
 -- One row per resolved condition. winning_index is 0-based and payout arrays are 1-based, so the
 -- winner's numerator is payout_numerators[winning_index + 1].
