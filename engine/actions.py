@@ -186,6 +186,8 @@ def status_dict(st: EngineStatus, busy: list[str]) -> dict[str, Any]:
             {
                 "url": h.url,
                 "calls": h.calls,
+                "provider_calls": h.provider_calls,
+                "block_calls": h.block_calls,
                 "calls_per_s": round(h.calls_per_s, 2),
                 "http_429": h.http_429,
                 "errors": dict(h.errors),

@@ -6,6 +6,7 @@
                          | pause | resume | optimize | abort          [--config FILE]
     backfill-console hard-gate [--config FILE]
     backfill-console rebuild [--config FILE]
+    backfill-console plan [--max-requests N] [--config FILE]
 
 `--config FILE` (and `--json` for `ctl status`) may come before or after any sub-command and its
 verb (engine.cli_flags). `ctl` without --config and without ./config.toml talks to the console
@@ -38,6 +39,8 @@ SUBCOMMANDS: dict[str, str] = {
     "ctl": "control a running console (status, scale, restart, pause, resume, optimize, abort)",
     "hard-gate": "run the strict gates on the store; exit 0 only if all pass",
     "rebuild": "rebuild analytics, hard gate, swap only if it passes, snapshot",
+    "plan": "sample the RPC window with a bounded number of requests; estimate rows, calls, "
+    "hours and store size of the run",
 }
 PROGRESS_EVERY_S = 5.0
 
@@ -143,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         return devchain_main(rest)
     if cmd == "ctl":
         return ctl_main(rest)
+    if cmd == "plan":
+        return plan_main(rest)
     if cmd is not None:
         return analytics_main(cmd, rest)
     args = main_parser().parse_args(argv)
@@ -163,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         return _fail_config(exc)
     if args.dry_run:
         print(render_plan(cfg, shard_ids))
-        return EXIT_OK
+        if cfg.uses_devchain:
+            print("estimate: the devchain needs none (`plan` samples configured RPC URLs)")
+            return EXIT_OK
+        print()
+        return print_estimate(cfg)
     if not args.no_ui and not sys.stdout.isatty():
         print("backfill-console: stdout is not a terminal: running headless (--no-ui)")
         args.no_ui = True
@@ -404,6 +413,56 @@ def ctl_main(argv: list[str]) -> int:
     else:
         print(reply.get("message", "ok"))
     return EXIT_OK
+
+
+def print_estimate(cfg: Config, max_requests: int | None = None) -> int:
+    """Sample the window (engine.plan) and print the estimate; EXIT_FAILED when sampling fails."""
+    from engine import plan
+
+    try:
+        est = plan.estimate(cfg, max_requests or plan.MAX_REQUESTS)
+    except plan.PlanError as exc:
+        print(f"backfill-console plan: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(plan.render(est, cfg.backfill.start_date), flush=True)
+    return EXIT_OK
+
+
+def plan_main(argv: list[str]) -> int:
+    from engine import plan
+
+    p = argparse.ArgumentParser(
+        prog="backfill-console plan",
+        description=(
+            "Sample the configured window (a few short ranges on a few days spread over it) with "
+            "a bounded, printed number of requests; detect the provider's traits (blockTimestamp "
+            "in logs, block-range and result caps); print per-day and total estimates of rows, "
+            "eth_getLogs calls, block calls, requests, hours at rpc.requests_per_second and "
+            "store size; warn when block calls dominate."
+        ),
+    )
+    p.add_argument(
+        "--max-requests",
+        type=int,
+        default=plan.MAX_REQUESTS,
+        metavar="N",
+        help=f"most requests the sample may spend (default {plan.MAX_REQUESTS})",
+    )
+    cli_flags.share(p)
+    args = p.parse_args(argv)
+    if args.max_requests < 10:
+        print(
+            f"plan: --max-requests {args.max_requests}: expected an integer >= 10", file=sys.stderr
+        )
+        return EXIT_USAGE
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        return _fail_config(exc)
+    if cfg.uses_devchain:
+        print("plan: no rpc.urls configured: the devchain needs no estimate", file=sys.stderr)
+        return EXIT_USAGE
+    return print_estimate(cfg, args.max_requests)
 
 
 def analytics_main(cmd: str, argv: list[str]) -> int:

@@ -26,6 +26,7 @@ from typing import Any
 
 from engine import locate
 from engine.masking import mask_secrets
+from engine.status import block_calls_note
 
 SOCKET_NAME = "console.sock"
 MAX_REQUEST_BYTES = 1 << 20
@@ -487,6 +488,12 @@ def format_status_text(status_dict: dict, now: float | None = None) -> str:
     lines = [header, ""] + (_table(columns, right, rows) if rows else ["(no workers)"])
     if s.get("rpc"):
         lines += ["", *_rpc_table(s["rpc"], time.time() if now is None else now)]
+        note = block_calls_note(
+            sum(int(h.get("block_calls") or 0) for h in s["rpc"]),
+            sum(int(h.get("provider_calls") or 0) for h in s["rpc"]),
+        )
+        if note:
+            lines.append(note)
     if not rows and not s.get("rpc"):
         return header + "\n(no workers)\n"
     return "\n".join(lines) + "\n"

@@ -56,6 +56,8 @@ def merge_rpc_health(
             calls = int(h.get("calls", 0))
             agg.calls += calls
             agg.http_429 += int(h.get("http_429", 0))
+            agg.provider_calls += int(h.get("provider_calls", calls))
+            agg.block_calls += int(h.get("block_calls", 0))
             for k, v in (h.get("errors") or {}).items():
                 agg.errors[k] = agg.errors.get(k, 0) + int(v)
             samples.setdefault(key, []).append(
@@ -145,12 +147,21 @@ class RpcHealthBook:
             key = h.get("index", h.get("url"))
             tot = self.retired.get(key)
             if tot is None:
-                tot = {"url": h.get("url"), "calls": 0, "http_429": 0, "errors": {}}
+                tot = {
+                    "url": h.get("url"),
+                    "calls": 0,
+                    "provider_calls": 0,
+                    "block_calls": 0,
+                    "http_429": 0,
+                    "errors": {},
+                }
                 if h.get("index") is not None:
                     tot["index"] = h["index"]
                 self.retired[key] = tot
             tot["calls"] += int(h.get("calls", 0))
             tot["http_429"] += int(h.get("http_429", 0))
+            tot["provider_calls"] += int(h.get("provider_calls", h.get("calls", 0)))
+            tot["block_calls"] += int(h.get("block_calls", 0))
             errors = tot["errors"]
             for kind, n in (h.get("errors") or {}).items():
                 errors[kind] = errors.get(kind, 0) + int(n)

@@ -40,6 +40,22 @@ class WorkerStatus:
     last_error: str = ""
 
 
+#: Share of provider calls spent on eth_getBlockByNumber above which the RPC panel and `ctl
+#: status` say so: the day search costs a few dozen a day, a provider whose logs lack
+#: blockTimestamp one per block with logs (~40,000 a day on Polygon).
+BLOCK_CALLS_NOTE_SHARE = 0.2
+
+
+def block_calls_note(block_calls: int, provider_calls: int) -> str:
+    """ "" or the note saying that block timestamps cost a large share of the calls."""
+    if not provider_calls or block_calls < BLOCK_CALLS_NOTE_SHARE * provider_calls:
+        return ""
+    return (
+        f"block calls {block_calls:,} of {provider_calls:,} ({block_calls / provider_calls:.0%}):"
+        " logs lack blockTimestamp, each block with logs costs an eth_getBlockByNumber"
+    )
+
+
 @dataclass
 class RpcHealth:
     url: str  # masked
@@ -51,6 +67,13 @@ class RpcHealth:
     p95_ms: float | None = None
     current_range: int | None = None
     cooling_until: float | None = None  # unix time, None when healthy
+    provider_calls: int = 0  # every call of a JSON-RPC batch counted, as providers bill
+    block_calls: int = 0  # eth_getBlockByNumber (block timestamps when logs lack them)
+
+    @property
+    def block_share(self) -> float:
+        """Share of the provider calls spent on eth_getBlockByNumber."""
+        return self.block_calls / self.provider_calls if self.provider_calls else 0.0
 
 
 @dataclass

@@ -45,11 +45,35 @@ FAILED_DAY_RETRY_S = 30.0
 CHUNK_HEARTBEAT_S = 0.5
 #: This worker's request budget (per URL, per second) from which the day search batches probes.
 BATCH_SEARCH_MIN_RPS = 50.0
+#: Most eth_getBlockByNumber calls in one JSON-RPC batch for log timestamps (providers commonly
+#: accept 100-1,000 per batch); below it, this worker's requests_per_second.
+TS_BATCH_MAX = 100
 PR_SET_PDEATHSIG = 1
 
 
 def topic_for_address(addr: str) -> str:
     return "0x" + "0" * 24 + addr.lower()[2:]
+
+
+def queries_for(f: DecodeFilter) -> list[tuple[list[str], list]]:
+    """(addresses, topics) eth_getLogs filters that together return every captured log."""
+    events = [
+        TRANSFER_SINGLE_TOPIC,
+        TRANSFER_BATCH_TOPIC,
+        CONDITION_RESOLUTION_TOPIC,
+        TOKEN_REGISTERED_TOPIC,
+    ]
+    tokens = sorted(f.erc20_tokens)
+    others = sorted(f.erc1155 | f.exchanges)
+    if not f.erc20_counterparties:
+        return [(tokens + others, [[TRANSFER_TOPIC, *events]])]
+    # Counterparty on either side: two topic filters (topics AND across positions).
+    cps = [topic_for_address(a) for a in sorted(f.erc20_counterparties)]
+    return [
+        (tokens, [TRANSFER_TOPIC, cps]),
+        (tokens, [TRANSFER_TOPIC, None, cps]),
+        (others, [events]),
+    ]
 
 
 class Worker:
@@ -93,6 +117,11 @@ class Worker:
         self.clock = BlockClock(
             self.pool.block_timestamp, self.pool.block_timestamps if batched else None
         )
+        # Timestamps of blocks with logs when the provider's logs lack blockTimestamp: this
+        # day's only (kept apart from the day search's sorted index, which they would bloat).
+        self.log_ts: dict[int, int] = {}
+        rps = float(rpc["requests_per_second"])
+        self.ts_batch = TS_BATCH_MAX if rps <= 0 else max(1, min(TS_BATCH_MAX, int(rps)))
         # What the heartbeat reports.
         self.state: dict[str, Any] = {"day": -1, "from": 0, "to": 0, "rows": 0, "phase": "start"}
         self.last_alive = time.monotonic()
@@ -198,28 +227,28 @@ class Worker:
 
     def queries(self) -> list[tuple[list[str], list]]:
         """(addresses, topics) filters that together return every captured log of a range."""
-        f = self.filter
-        events = [
-            TRANSFER_SINGLE_TOPIC,
-            TRANSFER_BATCH_TOPIC,
-            CONDITION_RESOLUTION_TOPIC,
-            TOKEN_REGISTERED_TOPIC,
-        ]
-        tokens = sorted(f.erc20_tokens)
-        others = sorted(f.erc1155 | f.exchanges)
-        if not f.erc20_counterparties:
-            return [(tokens + others, [[TRANSFER_TOPIC, *events]])]
-        # Counterparty on either side: two topic filters (topics AND across positions).
-        cps = [topic_for_address(a) for a in sorted(f.erc20_counterparties)]
-        return [
-            (tokens, [TRANSFER_TOPIC, cps]),
-            (tokens, [TRANSFER_TOPIC, None, cps]),
-            (others, [events]),
-        ]
+        return queries_for(self.filter)
 
     def timestamps_for(self, logs: list[dict]) -> dict[int, int] | None:
+        """Timestamps of the blocks of logs that lack ``blockTimestamp`` (None: all carry it).
+
+        Each block is asked at most once per day (the day search's blocks are reused): the
+        blocks not known yet go out in JSON-RPC batches of at most ``ts_batch`` calls (every
+        call of a batch takes a budget token, so a batch stays within a second's budget).
+        """
         missing = {int(x["blockNumber"], 16) for x in logs if x.get("blockTimestamp") is None}
-        return {b: self.clock.ts(b) for b in missing} if missing else None
+        if not missing:
+            return None
+        known = self.clock.cache
+        todo = sorted(b for b in missing if b not in self.log_ts and b not in known)
+        for i in range(0, len(todo), self.ts_batch):
+            chunk = todo[i : i + self.ts_batch]
+            if len(chunk) == 1:
+                got = [self.pool.block_timestamp(chunk[0])]
+            else:
+                got = self.pool.block_timestamps(chunk)
+            self.log_ts.update(zip(chunk, got, strict=True))
+        return {b: known[b] if b in known else self.log_ts[b] for b in missing}
 
     def run_day(self, day: int) -> bool:
         """Fetch one day. True when COMPLETE was reported; False when stopped or not final."""
@@ -271,7 +300,15 @@ class Worker:
                 "registrations": counts["registrations"],
             }
         )
-        log.info("day %d COMPLETE blocks %d-%d rows %s", day, first, last, dict(counts))
+        log.info(
+            "day %d COMPLETE blocks %d-%d rows %s timestamp_calls %d",
+            day,
+            first,
+            last,
+            dict(counts),
+            len(self.log_ts),
+        )
+        self.log_ts.clear()  # the day's blocks are never asked again
         return True
 
     def day_failed(self, day: int, exc: RpcError) -> None:

@@ -17,7 +17,7 @@ from engine.devchain.polygon import M64, PolygonChain, PolygonSpec, key_hash
 from engine.devchain.polygon_node import Personality, PolygonNode
 from engine.rpc import errors as rpc_errors
 from engine.rpc.pool import RpcPool
-from engine.worker import topic_for_address
+from engine.worker import queries_for
 
 SMALL = PolygonSpec(days=2, block_time_s=20.0, events_per_block=3.0)
 
@@ -33,28 +33,17 @@ def post(url: str, body: object) -> tuple[int, dict, object]:
 
 
 def queries(chain: PolygonChain) -> list[tuple[list[str], list]]:
-    """The worker's three filters for the chain's default contracts."""
-    from engine.constants import (
-        CONDITION_RESOLUTION_TOPIC,
-        TOKEN_REGISTERED_TOPIC,
-        TRANSFER_BATCH_TOPIC,
-        TRANSFER_SINGLE_TOPIC,
-        TRANSFER_TOPIC,
-    )
+    """The worker's three filters for the chain's contracts."""
+    return queries_for(chain_filter(chain))
 
-    cps = [topic_for_address(a) for a in sorted(chain.cps)]
-    events = [
-        TRANSFER_SINGLE_TOPIC,
-        TRANSFER_BATCH_TOPIC,
-        CONDITION_RESOLUTION_TOPIC,
-        TOKEN_REGISTERED_TOPIC,
-    ]
-    others = sorted({chain.ctf, *chain.exchanges})
-    return [
-        (chain.tokens, [TRANSFER_TOPIC, cps]),
-        (chain.tokens, [TRANSFER_TOPIC, None, cps]),
-        (others, [events]),
-    ]
+
+def chain_filter(chain: PolygonChain) -> DecodeFilter:
+    return DecodeFilter(
+        frozenset(chain.tokens),
+        frozenset(chain.cps),
+        frozenset([chain.ctf]),
+        frozenset(chain.exchanges),
+    )
 
 
 def test_block_times_are_polygon_like() -> None:
@@ -82,12 +71,7 @@ def test_densities_vary_quiet_busy_and_growth() -> None:
 
 def test_logs_through_the_pool_decode_exactly_to_the_ground_truth() -> None:
     chain = PolygonChain(SMALL)
-    filt = DecodeFilter(
-        frozenset(chain.tokens),
-        frozenset(chain.cps),
-        frozenset([chain.ctf]),
-        frozenset(chain.exchanges),
-    )
+    filt = chain_filter(chain)
     with PolygonNode(chain, Personality(max_results=500, max_block_range=1000)) as node:
         pool = RpcPool([node.url], requests_per_second=0, max_block_range=1000)
         assert pool.call("eth_chainId", []) == "0x89"
@@ -193,3 +177,52 @@ def test_batches_count_every_call_and_rate_limits_answer_429() -> None:
 def test_bad_specs_are_refused_naming_the_key(bad: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         PolygonSpec(**bad)
+
+
+@pytest.mark.parametrize(
+    "days, n, want",
+    [
+        (1, 4, [0]),
+        (3, 4, [0, 1, 2]),
+        (4, 4, [0, 1, 2, 3]),
+        (10, 4, [0, 3, 6, 9]),
+        (1048, 4, [0, 349, 698, 1047]),
+    ],
+)
+def test_plan_samples_days_spread_over_the_window(days: int, n: int, want: list[int]) -> None:
+    from engine.plan import sample_days
+
+    assert sample_days(days, n) == want
+
+
+def test_plan_interpolates_between_sampled_days() -> None:
+    from engine.plan import DayEstimate, _interpolate
+
+    a = DayEstimate(0, 1000, {"erc20": 100.0}, 10.0, 7.0, 0.0)
+    b = DayEstimate(4, 2000, {"erc20": 500.0}, 30.0, 7.0, 800.0)
+    days = _interpolate([a, b], 6)
+    assert [d.blocks for d in days] == [1000, 1250, 1500, 1750, 2000, 2000]
+    assert [d.rows["erc20"] for d in days] == [100, 200, 300, 400, 500, 500]
+    assert days[2].block_calls == 400 and days[2].getlogs_calls == 20
+
+
+def test_block_calls_note_only_when_they_are_a_large_share() -> None:
+    from engine.status import block_calls_note
+
+    assert block_calls_note(35, 1000) == ""
+    assert block_calls_note(0, 0) == ""
+    note = block_calls_note(900, 1000)
+    assert "90%" in note and "blockTimestamp" in note
+
+
+def test_pool_health_counts_each_call_of_a_batch_and_the_block_calls() -> None:
+    chain = PolygonChain(SMALL)
+    with PolygonNode(chain, Personality(block_timestamp=False)) as node:
+        pool = RpcPool([node.url], requests_per_second=0)
+        assert pool.block_timestamps(list(range(100, 150))) == [
+            chain.ts(b) for b in range(100, 150)
+        ]
+        pool.block_number()
+        (h,) = pool.health()
+        assert (h["calls"], h["provider_calls"], h["block_calls"]) == (2, 51, 50)
+        assert node.stats()["calls"] == 51

@@ -22,6 +22,7 @@ from console.widgets.base import (
     error_text,
     update_if_changed,
 )
+from engine.status import block_calls_note
 
 DUPLICATES_EVERY_S = 15.0
 DISK_EVERY_S = 10.0
@@ -176,6 +177,11 @@ class RpcPanel(_BodyPanel):
             self.body(Text("no RPC calls reported yet", style=MUTED))
             return
         self.border_subtitle = "p50/p95 in ms · range in blocks"
+        blocks = sum(h.block_calls for h in st.rpc)
+        billed = sum(h.provider_calls for h in st.rpc)
+        if block_calls_note(blocks, billed):
+            # Logs without blockTimestamp: a timestamp call per block with logs.
+            self.border_subtitle = f"block calls {blocks / billed:.0%} of calls · no blockTimestamp"
         # One space between columns (not two): seven columns fit the 52-cell right-hand column
         # with room left for the URL.
         t = Table(box=None, expand=True, pad_edge=False, padding=(0, 1, 0, 0), show_edge=False)

@@ -66,7 +66,9 @@ class Endpoint:
         self.cooling_until = 0.0
         self.cooling_wall: float | None = None
         # stats
-        self.calls = 0
+        self.calls = 0  # HTTP requests (a JSON-RPC batch is one)
+        self.provider_calls = 0  # calls as providers bill them: each call of a batch counts
+        self.block_calls = 0  # eth_getBlockByNumber calls (each of a batch)
         self.errors: Counter[str] = Counter()
         self.http_429 = 0
         self.latencies: deque[float] = deque(maxlen=512)
@@ -75,8 +77,12 @@ class Endpoint:
     def cooling(self, now: float) -> bool:
         return self.cooling_until > now
 
-    def record_call(self, t0: float, elapsed: float) -> None:
+    def record_call(self, t0: float, elapsed: float, method: str = "", n: int = 1) -> None:
+        """One HTTP request of ``n`` JSON-RPC calls (a batch) to ``method``."""
         self.calls += 1
+        self.provider_calls += n
+        if method == "eth_getBlockByNumber":
+            self.block_calls += n
         self.call_times.append(t0)
         self.latencies.append(elapsed * 1000.0)
 
@@ -125,6 +131,8 @@ class Endpoint:
             "index": self.index,  # position in the URL list (two keys may mask alike)
             "url": self.masked,
             "calls": self.calls,
+            "provider_calls": self.provider_calls,
+            "block_calls": self.block_calls,
             "calls_per_s": round(len(recent) / window, 2),
             "errors": dict(self.errors),
             "http_429": self.http_429,

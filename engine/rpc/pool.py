@@ -416,7 +416,7 @@ class RpcPool:
             c, result = jsonrpc.interpret(status, resp.body, req_id, ids, self._mask)
         elapsed = time.monotonic() - t0
         with self._lock:
-            ep.record_call(t0, elapsed)
+            ep.record_call(t0, elapsed, method, len(params) if batch else 1)
             self.total_requests += 1
             self.total_by_method[method] += 1
 
