@@ -16,7 +16,8 @@ import pytest
 
 from engine.devchain.polygon import KEY_HASH_SQL, PolygonChain, PolygonSpec
 from engine.devchain.polygon_node import Personality, PolygonNode
-from tests.support.cli import cli, store_query, write_config
+from tests.support.cli import cli, store_query
+from tests.support.config import write_config
 
 DAYS = 3
 #: Blocks the day search may read (a shard's first day, with no block rate known yet, costs most).
