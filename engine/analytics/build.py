@@ -89,7 +89,7 @@ def create_analytics(store: Store, sfx: str) -> None:
 def drop_analytics(store: Store, sfx: str) -> None:
     if not sfx:
         raise ValueError("refusing to drop the live analytics tables")
-    for t in (*ANALYTICS_TABLES, "rebuild_legs"):
+    for t in (*ANALYTICS_TABLES, "rebuild_legs", "rebuild_cash"):
         store.command(f"DROP TABLE IF EXISTS {store.database}.{t}{sfx} SYNC")
 
 

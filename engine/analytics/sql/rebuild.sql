@@ -11,6 +11,7 @@
 -- are read, each staging table with FINAL. Formulas and signs: docs/ANALYTICS.md.
 
 DROP TABLE IF EXISTS {db}.rebuild_legs{sfx} SYNC;
+DROP TABLE IF EXISTS {db}.rebuild_cash{sfx} SYNC;
 
 -- One row per asset movement per holder: each transfer gives a + leg to the receiver and a - leg to
 -- the sender. The zero address (mint/burn) and the issuers are not holders.
@@ -116,61 +117,45 @@ WHERE t.token IN {cash_tokens}
   AND leg.1 != '0x0000000000000000000000000000000000000000'
   AND leg.1 NOT IN {issuers};
 
--- net_flows: token rows per (tx, holder, token) with a non-zero net, plus cash, attributed leg by
--- leg (docs/ANALYTICS.md, "Cash attribution"). Each cash leg of a holder is paired with a run of
--- its token legs in the same tx: same pairing class (the issuers' mints/burns go with cash to or
--- from an issuer; any other leg with the legs of the same counterparty), opposite sign, matched in
--- log order by a stack (a leg pairs with the latest unpaired opposite item; consecutive token legs
--- of one condition and sign are one run). A paired cash leg belongs to its run's condition; an
--- unpaired one to the one condition the holder's token legs touched, else to condition ''.
--- Per (tx, holder, condition) the cash goes on the token row when exactly one token of that
--- condition moved for the holder, else on a cash row (outcome_index -1) of the condition.
--- Everything is grouped by tx_hash (a tx lives in one day), so the statement works per day range.
-INSERT INTO {db}.net_flows{sfx}
-WITH
-    per_holder AS (
+-- Cash attribution, leg by leg (docs/ANALYTICS.md, "Cash attribution"): one row per (tx, holder,
+-- condition) with the cash attributed to it. Each cash leg of a holder is paired with a run of its
+-- token legs in the same tx: same pairing class (the issuers' mints/burns go with cash to or from
+-- an issuer; any other leg with the legs of the same counterparty), opposite sign, matched in log
+-- order by a stack (a leg pairs with the latest unpaired item of the other kind and opposite sign;
+-- consecutive token legs of one condition and sign are one run). A paired cash leg belongs to its
+-- run's condition; an unpaired one to the one condition the holder's token legs touched in the tx,
+-- else to condition ''. Grouped by tx_hash (a tx lives in one day): works per day range.
+CREATE TABLE {db}.rebuild_cash{sfx}
+(
+    tx_hash      String,
+    holder       String,
+    condition_id String,
+    usdc_delta   Int256
+)
+ENGINE = MergeTree
+ORDER BY (tx_hash, holder);
+
+INSERT INTO {db}.rebuild_cash{sfx}
+SELECT
+    tx_hash,
+    holder,
+    if(leg.2 = 1, leg.3, if(length(conditions) = 1, conditions[1], '')) AS condition_id,
+    sum(leg.1) AS usdc_delta
+FROM
+(
+    SELECT
+        tx_hash,
+        holder,
+        groupArrayArray(cash_legs) AS legs,
+        groupUniqArrayArray(token_conditions) AS conditions
+    FROM
+    (
+        -- Per (tx, holder, class): the items in log order folded through a stack of
+        -- (is_cash, delta, condition); cash_legs = (delta, paired, condition) per cash leg.
         SELECT
             tx_hash,
             holder,
-            min(block_number) AS block_number,
-            min(log_index) AS log_index,
-            min(block_timestamp) AS block_timestamp,
-            min(day_idx) AS day_idx,
-            max(asset = 'token' AND delta > 0
-                AND counterparty = '0x0000000000000000000000000000000000000000') AS minted,
-            max(asset = 'token' AND delta < 0
-                AND counterparty = '0x0000000000000000000000000000000000000000') AS burned,
-            max(asset = 'token' AND delta < 0 AND after_resolution = 1
-                AND counterparty = '0x0000000000000000000000000000000000000000') AS redeemed,
-            max(counterparty IN {exchanges} OR operator IN {exchanges}) AS with_exchange,
-            uniqExactIf(condition_id, asset = 'token') AS n_leg_conditions,
-            anyIf(condition_id, asset = 'token') AS leg_condition
-        FROM {db}.rebuild_legs{sfx}
-        GROUP BY tx_hash, holder
-    ),
-    -- Kind flags of the token legs of one condition (used when a holder touched several).
-    per_condition AS (
-        SELECT
-            tx_hash,
-            holder,
-            condition_id,
-            max(delta > 0 AND counterparty = '0x0000000000000000000000000000000000000000')
-                AS minted,
-            max(delta < 0 AND counterparty = '0x0000000000000000000000000000000000000000')
-                AS burned,
-            max(delta < 0 AND after_resolution = 1
-                AND counterparty = '0x0000000000000000000000000000000000000000') AS redeemed,
-            max(counterparty IN {exchanges} OR operator IN {exchanges}) AS with_exchange
-        FROM {db}.rebuild_legs{sfx}
-        WHERE asset = 'token'
-        GROUP BY tx_hash, holder, condition_id
-    ),
-    -- The pairing, per (tx, holder, class): items in log order, folded through a stack
-    -- (Tuple(is_cash, delta, condition)); out = (cash delta, paired, condition) per cash leg.
-    folded AS (
-        SELECT
-            tx_hash,
-            holder,
+            token_conditions,
             arrayFold(
                 (acc, x) -> if(
                     length(acc.1) > 0 AND acc.1[-1].1 != x.1 AND sign(acc.1[-1].2) = -sign(x.2),
@@ -192,10 +177,10 @@ WITH
             SELECT
                 tx_hash,
                 holder,
-                groupArray((log_index, token_id, toUInt8(asset = 'cash'), delta, condition_id))
-                    AS items
+                groupArrayIf((log_index, token_id, toUInt8(asset = 'cash'), delta, condition_id),
+                             counterparty != holder) AS items,
+                groupUniqArrayIf(condition_id, asset = 'token') AS token_conditions
             FROM {db}.rebuild_legs{sfx}
-            WHERE counterparty != holder
             GROUP BY
                 tx_hash,
                 holder,
@@ -203,58 +188,85 @@ WITH
                    if(counterparty IN {issuers}, 'issuer', counterparty),
                    if(counterparty = '0x0000000000000000000000000000000000000000', 'issuer',
                       counterparty))
-            HAVING countIf(asset = 'cash') > 0
         )
-    ),
-    -- Cash per (tx, holder, condition): paired legs to their run's condition, unpaired ones to
-    -- the holder's one condition of the tx, else to ''.
-    cash AS (
-        SELECT
-            f.tx_hash AS tx_hash,
-            f.holder AS holder,
-            if(leg.2 = 1, leg.3, if(h.n_leg_conditions = 1, h.leg_condition, '')) AS condition_id,
-            sum(leg.1) AS usdc_delta
-        FROM folded AS f
-        ARRAY JOIN f.cash_legs AS leg
-        INNER JOIN per_holder AS h ON f.tx_hash = h.tx_hash AND f.holder = h.holder
-        GROUP BY tx_hash, holder, condition_id
-    ),
-    tokens AS (
+    )
+    GROUP BY tx_hash, holder
+)
+ARRAY JOIN legs AS leg
+GROUP BY tx_hash, holder, condition_id
+HAVING usdc_delta != 0;
+
+-- net_flows: token rows per (tx, holder, token) with a non-zero net, plus the attributed cash. Per
+-- (tx, holder, condition) the cash goes on the token row when exactly one token of that condition
+-- moved for the holder, else on a cash row (outcome_index -1) of the condition.
+INSERT INTO {db}.net_flows{sfx}
+WITH
+    per_holder AS (
         SELECT
             tx_hash,
             holder,
-            token_id,
+            min(block_number) AS block_number,
+            min(log_index) AS log_index,
+            min(block_timestamp) AS block_timestamp,
+            min(day_idx) AS day_idx,
+            max(asset = 'token' AND delta > 0
+                AND counterparty = '0x0000000000000000000000000000000000000000') AS minted,
+            max(asset = 'token' AND delta < 0
+                AND counterparty = '0x0000000000000000000000000000000000000000') AS burned,
+            max(asset = 'token' AND delta < 0 AND after_resolution = 1
+                AND counterparty = '0x0000000000000000000000000000000000000000') AS redeemed,
+            max(counterparty IN {exchanges} OR operator IN {exchanges}) AS with_exchange,
+            uniqExactIf(condition_id, asset = 'token') AS n_leg_conditions
+        FROM {db}.rebuild_legs{sfx}
+        GROUP BY tx_hash, holder
+    ),
+    -- Kind flags of the token legs of one condition (used when a holder touched several).
+    per_condition AS (
+        SELECT
+            tx_hash,
+            holder,
             condition_id,
-            outcome_index,
-            sum(delta) AS token_delta
+            max(delta > 0 AND counterparty = '0x0000000000000000000000000000000000000000')
+                AS minted,
+            max(delta < 0 AND counterparty = '0x0000000000000000000000000000000000000000')
+                AS burned,
+            max(delta < 0 AND after_resolution = 1
+                AND counterparty = '0x0000000000000000000000000000000000000000') AS redeemed,
+            max(counterparty IN {exchanges} OR operator IN {exchanges}) AS with_exchange,
+            1 AS seen
         FROM {db}.rebuild_legs{sfx}
         WHERE asset = 'token'
-        GROUP BY tx_hash, holder, token_id, condition_id, outcome_index
-        HAVING token_delta != 0
-    ),
-    token_summary AS (
-        SELECT tx_hash, holder, condition_id, count() AS n_tokens
-        FROM tokens
         GROUP BY tx_hash, holder, condition_id
     ),
-    -- One row per (tx, holder, condition) that has token rows or cash.
+    -- Per (tx, holder, condition): its non-zero token nets and its attributed cash.
     groups AS (
         SELECT
-            k.tx_hash AS tx_hash,
-            k.holder AS holder,
-            k.condition_id AS condition_id,
-            s.n_tokens AS n_tokens,
-            c.usdc_delta AS usdc_delta
+            tx_hash,
+            holder,
+            condition_id,
+            groupArrayIf((outcome_index, token_id, token_delta), is_token = 1) AS tokens,
+            sumIf(usdc, is_token = 0) AS usdc_delta
         FROM
         (
-            SELECT tx_hash, holder, condition_id FROM token_summary
-            UNION DISTINCT
-            SELECT tx_hash, holder, condition_id FROM cash WHERE usdc_delta != 0
-        ) AS k
-        LEFT JOIN token_summary AS s
-            ON k.tx_hash = s.tx_hash AND k.holder = s.holder AND k.condition_id = s.condition_id
-        LEFT JOIN cash AS c
-            ON k.tx_hash = c.tx_hash AND k.holder = c.holder AND k.condition_id = c.condition_id
+            SELECT
+                tx_hash,
+                holder,
+                condition_id,
+                toUInt8(1) AS is_token,
+                outcome_index,
+                token_id,
+                sum(delta) AS token_delta,
+                toInt256(0) AS usdc
+            FROM {db}.rebuild_legs{sfx}
+            WHERE asset = 'token'
+            GROUP BY tx_hash, holder, condition_id, outcome_index, token_id
+            HAVING token_delta != 0
+            UNION ALL
+            SELECT tx_hash, holder, condition_id, 0, toInt16(-1), toUInt256(0), toInt256(0),
+                   usdc_delta
+            FROM {db}.rebuild_cash{sfx}
+        )
+        GROUP BY tx_hash, holder, condition_id
     ),
     -- kind: the holder's flags when it touched at most one condition (or for cash of a condition
     -- whose tokens it did not move), else the flags of that condition's token legs.
@@ -263,13 +275,13 @@ WITH
             g.tx_hash AS tx_hash,
             g.holder AS holder,
             g.condition_id AS condition_id,
-            g.n_tokens AS n_tokens,
+            g.tokens AS tokens,
             g.usdc_delta AS usdc_delta,
             h.block_number AS block_number,
             h.log_index AS log_index,
             h.block_timestamp AS block_timestamp,
             h.day_idx AS day_idx,
-            h.n_leg_conditions <= 1 OR p.tx_hash = '' AS holder_flags,
+            h.n_leg_conditions <= 1 OR p.seen = 0 AS holder_flags,
             multiIf(if(holder_flags, h.redeemed, p.redeemed) = 1, 'redeem',
                     if(holder_flags, h.burned, p.burned) = 1, 'merge',
                     if(holder_flags, h.minted, p.minted) = 1, 'split',
@@ -281,24 +293,6 @@ WITH
             ON g.tx_hash = p.tx_hash AND g.holder = p.holder AND g.condition_id = p.condition_id
     )
 SELECT
-    t.tx_hash,
-    g.block_number,
-    g.log_index,
-    g.block_timestamp,
-    g.day_idx,
-    t.holder,
-    t.holder IN {system},
-    g.kind,
-    t.condition_id,
-    t.outcome_index,
-    t.token_id,
-    t.token_delta,
-    if(g.n_tokens = 1, g.usdc_delta, toInt256(0))
-FROM tokens AS t
-INNER JOIN classified AS g
-    ON t.tx_hash = g.tx_hash AND t.holder = g.holder AND t.condition_id = g.condition_id
-UNION ALL
-SELECT
     tx_hash,
     block_number,
     log_index,
@@ -308,12 +302,17 @@ SELECT
     holder IN {system},
     kind,
     condition_id,
-    toInt16(-1),
-    toUInt256(0),
-    toInt256(0),
-    usdc_delta
+    row.1,
+    row.2,
+    row.3,
+    row.4
 FROM classified
-WHERE usdc_delta != 0 AND n_tokens != 1;
+ARRAY JOIN
+    arrayConcat(
+        arrayMap(t -> (t.1, t.2, t.3, if(length(tokens) = 1, usdc_delta, toInt256(0))), tokens),
+        if(usdc_delta != 0 AND length(tokens) != 1,
+           [(toInt16(-1), toUInt256(0), toInt256(0), usdc_delta)],
+           [])) AS row;
 
 -- trades_with_direction: the trade rows of wallets. Direction from the row's own leg (token leg
 -- first, else cash); confidence from the opposite leg the pairing gave the same wallet in the same
@@ -417,3 +416,4 @@ FROM positions AS p
 LEFT JOIN resolutions AS r ON p.condition_id = r.condition_id;
 
 DROP TABLE IF EXISTS {db}.rebuild_legs{sfx} SYNC;
+DROP TABLE IF EXISTS {db}.rebuild_cash{sfx} SYNC;
