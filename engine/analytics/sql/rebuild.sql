@@ -1,7 +1,10 @@
 -- The rebuild: staging tables -> net_flows, trades_with_direction, wallet_market_pnl (token_outcomes
--- is filled from Python first). Run in order by engine/analytics/rebuild.py into the {sfx} tables
--- (normally '_new'); the hard gate then decides whether they are swapped in.
--- Placeholders, filled by engine/analytics/rebuild.py:
+-- is filled from Python first). Run in order by engine/analytics/build.py into the {sfx} tables
+-- (normally '_new'); the hard gate then decides whether they are swapped in. Two scratch tables,
+-- dropped at the end: rebuild_legs{sfx} (one row per asset movement per holder) and
+-- rebuild_cash{sfx} (cash attributed per tx, holder, condition). Every step groups by tx_hash
+-- (a tx lives in one day), so the whole file can run per day range.
+-- Placeholders, filled by engine/analytics/templating.py (sql_params):
 --   {db} database, {sfx} table suffix, {start_date} 'YYYY-MM-DD', {days} configured days,
 --   {cash_tokens} the ERC20 counted as cash: the collateral (contracts.collateral),
 --   {issuers} ConditionalTokens contracts (contracts.erc1155): they mint/burn outcome tokens and
