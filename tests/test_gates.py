@@ -143,16 +143,17 @@ class History:
 
     def legs(self, day: int, *legs: tuple) -> str:
         """One transaction of several legs in log order: ("cash", from, to, value) or
-        ("tok", from, to, condition, outcome, value) (operator: the exchange when it is a side,
-        else the sender); a list of "tok" legs in one tuple is one TransferBatch."""
+        ("tok", from, to, condition, outcome, value[, operator]) (operator by default: the
+        exchange when it is a side, else the sender); a list of "tok" legs is one TransferBatch."""
         tx, head = self._tx(day)
         for li, leg in enumerate(legs):
             if leg[0] == "cash":
                 self._cash(tx, li, head, leg[1], leg[2], leg[3])
                 continue
             items = leg[1] if isinstance(leg[1], list) else [leg]
-            for bi, (_k, frm, to, c, i, v) in enumerate(items):
+            for bi, (_k, frm, to, c, i, v, *operator) in enumerate(items):
                 op = EXCHANGE if EXCHANGE in (frm, to) else (to if frm == ZERO else frm)
+                op = operator[0] if operator else op
                 self._tok(tx, li, bi, head, op, frm, to, self.ids[c][i], v)
         return tx
 
@@ -314,6 +315,18 @@ def test_cash_is_attributed_leg_by_leg_when_a_tx_touches_several_markets(ctx: Ct
         ("tok", W[3], EXCHANGE, n, 1, 2_000),
         ("cash", EXCHANGE, W[3], 1_500),
     )
+    # A fillOrder-shaped pair of fills (the maker receives before it gives; the operator, here W7,
+    # is the counterparty of both legs and the exchange only the ERC1155 operator): W6 sells its
+    # 5,000 of M's outcome 0 for 3,000 and buys 1,000 of N's outcome 1 for 400.
+    h.trade(0, W[6], m, 0, 5_000, 2_500)
+    h.trade(0, W[7], n, 1, 1_000, 300)
+    fills = h.legs(
+        0,
+        ("cash", W[7], W[6], 3_000),
+        ("tok", W[6], W[7], m, 0, 5_000, EXCHANGE),
+        ("cash", W[6], W[7], 400),
+        ("tok", W[7], W[6], n, 1, 1_000, EXCHANGE),
+    )
     h.resolve(1, m, [0, 1])
     h.resolve(1, n, [1, 0])
     batched = h.legs(
@@ -332,6 +345,10 @@ def test_cash_is_attributed_leg_by_leg_when_a_tx_touches_several_markets(ctx: Ct
     assert got[(W[0], n)] == ([0, 0], 91_262_093, 91_262_093, 1)
     assert got[(W[3], m)] == ([0, 1_000], -600, 400, 1)
     assert got[(W[3], n)] == ([0, 0], 500, 500, 1)
+    assert got[(W[6], m)] == ([0, 0], 500, 500, 1)  # -2,500 + 3,000
+    assert got[(W[6], n)] == ([0, 1_000], -400, -400, 1)  # outcome 1 of N lost
+    assert got[(W[7], m)] == ([5_000, 0], -3_000, -3_000, 1)
+    assert got[(W[7], n)] == ([0, 0], 100, 100, 1)  # -300 + 400
     flows = {
         (tx, w, c, int(i)): (int(d), int(u), k)
         for tx, w, c, i, d, u, k in ctx.q(
@@ -347,16 +364,20 @@ def test_cash_is_attributed_leg_by_leg_when_a_tx_touches_several_markets(ctx: Ct
     assert flows[(batched, W[0], n, 0)] == (-200_000_000, 200_000_000, "redeem")
     assert not [k for k in flows if k[2] == ""]
     trades = {
-        (tx, c): (d, conf, int(u))
-        for tx, c, d, conf, u in ctx.q(
-            "SELECT tx_hash, condition_id, direction, confidence, usdc_amount "
+        (tx, w, c): (d, conf, int(u))
+        for tx, w, c, d, conf, u in ctx.q(
+            "SELECT tx_hash, wallet, condition_id, direction, confidence, usdc_amount "
             "FROM {db}.trades_with_direction"
         )
     }
-    assert trades[(split_sell_buy, n)] == ("BUY", "HIGH", 108_737_907)
-    assert (split_sell_buy, m) not in trades  # M's side of that tx is a split (and a sale)
-    assert trades[(two_fills, m)] == ("BUY", "HIGH", 600)
-    assert trades[(two_fills, n)] == ("SELL", "HIGH", 1_500)
+    assert trades[(split_sell_buy, W[0], n)] == ("BUY", "HIGH", 108_737_907)
+    assert (split_sell_buy, W[0], m) not in trades  # M's side of that tx is a split (and a sale)
+    assert trades[(two_fills, W[3], m)] == ("BUY", "HIGH", 600)
+    assert trades[(two_fills, W[3], n)] == ("SELL", "HIGH", 1_500)
+    assert trades[(fills, W[6], m)] == ("SELL", "HIGH", 3_000)
+    assert trades[(fills, W[6], n)] == ("BUY", "HIGH", 400)
+    assert trades[(fills, W[7], m)] == ("BUY", "HIGH", 3_000)
+    assert trades[(fills, W[7], n)] == ("SELL", "HIGH", 400)
     g = {r.name: r for r in out.gates}
     assert g["unattributed_cash"].value == 0.0 and g["unattributed_cash"].passed
     assert g["high_confidence_share"].value == 1.0
