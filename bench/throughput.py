@@ -57,6 +57,7 @@ from engine.constants import (  # noqa: E402
 )
 from engine.rpc.http_transport import HttpConnection  # noqa: E402
 from engine.runtime import Engine  # noqa: E402
+from engine.status import EngineState  # noqa: E402
 from engine.worker import topic_for_address  # noqa: E402
 
 
@@ -185,7 +186,7 @@ def run_ours(config: Path) -> tuple[int, float, dict[int, tuple[int, int]], dict
     t0 = time.perf_counter()
     engine.start()
     try:
-        while engine.state not in ("complete", "stopped"):
+        while engine.state not in (EngineState.COMPLETE, EngineState.STOPPED):
             time.sleep(0.02)
         elapsed = time.perf_counter() - t0
         st = engine.status()

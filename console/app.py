@@ -53,7 +53,7 @@ from console.widgets.health import (
 )
 from console.widgets.progress import ProgressPanel
 from console.widgets.workers import WorkersPanel
-from engine.status import EngineApi, EngineStatus
+from engine.status import LIVE_ENGINE_STATES, EngineApi, EngineState, EngineStatus
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -64,7 +64,7 @@ FOOTER_PALETTE_MIN_WIDTH = 120
 # it runs again, so on a big table it never turns into a constant load on the store.
 HEAVY_QUERY_SPACING = 10.0
 # Engine states in which quitting needs a confirmation (workers would be stopped).
-LIVE_STATES = ("starting", "running", "paused", "rebuilding", "aborting")
+LIVE_STATES = LIVE_ENGINE_STATES
 
 QUIT_TEXT = "Quit? Workers are stopped cleanly; a rerun resumes from checkpoints."
 ABORT_TEXT = (
@@ -341,12 +341,12 @@ class BackfillApp(App[str]):
             for msg in _new_messages(self._seen_messages, st.messages):
                 self.notify(msg, title="engine", markup=False)
         self._seen_messages = list(st.messages)
-        if st.state in ("aborting", "stopped"):
+        if st.state in (EngineState.ABORTING, EngineState.STOPPED):
             self._set_override(None)
-        if st.state == "stopped":
+        if st.state == EngineState.STOPPED:
             self.exit(result="aborted" if self.aborting else "stopped", return_code=EXIT_OK)
 
-    def _set_override(self, state: str | None) -> None:
+    def _set_override(self, state: EngineState | None) -> None:
         for w in self.main_screen.query(HeaderBar):
             w.override_state = state
         for b in self.main_screen.query(Banner):
@@ -367,7 +367,7 @@ class BackfillApp(App[str]):
         except Exception as exc:
             self.notify(f"{method} failed: {exc}", title=method, severity="error", markup=False)
         else:
-            self.notify(str(answer), title=method.replace("_", " "), markup=False)
+            self.notify(answer.message, title=method.replace("_", " "), markup=False)
         self.poll_now(STATUS, GRID)
 
     @property
@@ -445,7 +445,7 @@ class BackfillApp(App[str]):
     def action_pause(self) -> None:
         st = self._need_status()
         if st is not None:
-            self.call_engine("resume" if st.state == "paused" else "pause")
+            self.call_engine("resume" if st.state == EngineState.PAUSED else "pause")
 
     def action_optimize(self) -> None:
         self.push_screen(
@@ -463,7 +463,7 @@ class BackfillApp(App[str]):
                 self._cancelled("abort")
                 return
             self.aborting = True
-            self._set_override("aborting")
+            self._set_override(EngineState.ABORTING)
             self.call_engine("abort")
 
         self.push_screen(ConfirmScreen("Abort the backfill?", ABORT_TEXT, "Abort"), done)

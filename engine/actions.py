@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from engine.config import MAX_SHARDS
-from engine.status import FATAL, STALLED, EngineStatus
+from engine.status import FATAL, STALLED, ActionResult, EngineState, EngineStatus, ExitReason
 from engine.store import maintenance
 
 if TYPE_CHECKING:
@@ -24,17 +24,19 @@ class Operator:
     def __init__(self, engine: Engine) -> None:
         self.eng = engine
 
-    def scale(self, shards: int) -> str:
+    def scale(self, shards: int) -> ActionResult:
         eng = self.eng
         if not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
-            return f"scale: {shards!r} is not a shard count (expected 1..{MAX_SHARDS})"
+            return refused(f"scale: {shards!r} is not a shard count (expected 1..{MAX_SHARDS})")
         if eng.explicit_shard_ids:
-            return "scale: this console runs --shard-ids; restart each host with the new SHARDS"
-        if eng.state not in ("running", "paused"):
-            return f"scale: not running (state {eng.state})"
+            return refused(
+                "scale: this console runs --shard-ids; restart each host with the new SHARDS"
+            )
+        if eng.state not in (EngineState.RUNNING, EngineState.PAUSED):
+            return refused(f"scale: not running (state {eng.state})")
         old = eng.shards
         if shards == old:
-            return f"already at {shards} shards"
+            return done(f"already at {shards} shards")
         sup = eng.supervisor
         assert sup is not None
 
@@ -48,36 +50,38 @@ class Operator:
             eng.notice(f"scaled {old} -> {shards} shards")
 
         if not eng._background("scale", run):
-            return "scale: a scaling is already in progress"
-        return f"scaling {old} -> {shards} shards (rolling restart; COMPLETE days are skipped)"
+            return refused("scale: a scaling is already in progress")
+        return done(
+            f"scaling {old} -> {shards} shards (rolling restart; COMPLETE days are skipped)"
+        )
 
-    def restart_worker(self, shard: int) -> str:
+    def restart_worker(self, shard: int) -> ActionResult:
         eng = self.eng
         sup = eng.supervisor
         assert sup is not None
         ok = eng._background(f"restart-{shard}", lambda: eng.notice(sup.restart(shard)))
-        return f"restarting shard {shard}" if ok else f"shard {shard} is already restarting"
+        return done(f"restarting shard {shard}" if ok else f"shard {shard} is already restarting")
 
-    def restart_stalled(self) -> str:
+    def restart_stalled(self) -> ActionResult:
         eng = self.eng
         sup = eng.supervisor
         assert sup is not None
         with sup.lock:
             targets = [s.shard for s in sup.shards.values() if s.state in (STALLED, FATAL)]
         if not targets:
-            return "no STALLED or FATAL worker"
+            return done("no STALLED or FATAL worker")
         eng._background("restart-stalled", lambda: eng.notice(sup.restart_stalled()))
-        return f"restarting shard(s) {', '.join(map(str, targets))}"
+        return done(f"restarting shard(s) {', '.join(map(str, targets))}")
 
-    def pause(self) -> str:
+    def pause(self) -> ActionResult:
         assert self.eng.supervisor is not None
-        return self.eng.supervisor.pause()
+        return done(self.eng.supervisor.pause())
 
-    def resume(self) -> str:
+    def resume(self) -> ActionResult:
         assert self.eng.supervisor is not None
-        return self.eng.supervisor.resume()
+        return done(self.eng.supervisor.resume())
 
-    def optimize(self) -> str:
+    def optimize(self) -> ActionResult:
         eng = self.eng
 
         def run() -> None:
@@ -92,15 +96,15 @@ class Operator:
                 eng.notice(f"OPTIMIZE failed: {exc}")
 
         if not eng._background("optimize", run):
-            return "OPTIMIZE is already running"
-        return "OPTIMIZE started in the background (finished partitions, then small tables)"
+            return done("OPTIMIZE is already running")
+        return done("OPTIMIZE started in the background (finished partitions, then small tables)")
 
-    def abort(self) -> str:
+    def abort(self) -> ActionResult:
         eng = self.eng
-        if eng.state in ("aborting", "stopped"):
-            return f"already {eng.state}"
-        eng.state = "aborting"
-        eng.exit_reason = "aborted by operator"
+        if eng.state in (EngineState.ABORTING, EngineState.STOPPED):
+            return done(f"already {eng.state}")
+        eng.state = EngineState.ABORTING
+        eng.exit_reason = ExitReason.ABORTED
 
         def run() -> None:
             assert eng.supervisor is not None and eng.loader is not None
@@ -109,11 +113,11 @@ class Operator:
             eng._stop.set()
             eng._wake.set()
             eng.loader.close()
-            eng.state = "stopped"
+            eng.state = EngineState.STOPPED
             eng.notice("abort: done; a rerun resumes from checkpoints")
 
         eng._background("abort", run)
-        return "aborting: workers finish their current chunk, rows are flushed, then exit"
+        return done("aborting: workers finish their current chunk, rows are flushed, then exit")
 
     # ---- control socket -----------------------------------------------------------------------
     def handle_command(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -124,26 +128,29 @@ class Operator:
             return {"ok": True, "status": status_dict(eng.status(), eng.busy())}
         if eng.supervisor is None:
             return {"ok": False, "error": f"console is {eng.state}, not ready for {cmd}"}
+        result: ActionResult | None = None
         if cmd == "scale":
             shards = req.get("shards")
-            msg = self.scale(shards if isinstance(shards, int) else -1)
-            return {"ok": msg.startswith("scaling") or msg.startswith("already"), "message": msg}
-        if cmd == "restart":
+            result = self.scale(shards if isinstance(shards, int) else -1)
+        elif cmd == "restart":
             target = req.get("target")
             if target == "stalled":
-                return {"ok": True, "message": self.restart_stalled()}
-            if isinstance(target, int) and target in eng.supervisor.shards:
-                return {"ok": True, "message": self.restart_worker(target)}
-            return {"ok": False, "error": f"restart: no shard {target!r} in {eng.shard_ids}"}
-        actions = {
-            "pause": self.pause,
-            "resume": self.resume,
-            "optimize": self.optimize,
-            "abort": self.abort,
-        }
-        if cmd in actions:
-            return {"ok": True, "message": actions[cmd]()}
-        return {"ok": False, "error": f"unknown command {cmd!r}"}
+                result = self.restart_stalled()
+            elif isinstance(target, int) and target in eng.supervisor.shards:
+                result = self.restart_worker(target)
+            else:
+                return {"ok": False, "error": f"restart: no shard {target!r} in {eng.shard_ids}"}
+        else:
+            actions = {
+                "pause": self.pause,
+                "resume": self.resume,
+                "optimize": self.optimize,
+                "abort": self.abort,
+            }
+            if cmd not in actions:
+                return {"ok": False, "error": f"unknown command {cmd!r}"}
+            result = actions[cmd]()
+        return {"ok": result.ok, "message": result.message}
 
 
 def status_dict(st: EngineStatus, busy: list[str]) -> dict[str, Any]:
@@ -199,3 +206,13 @@ def status_dict(st: EngineStatus, busy: list[str]) -> dict[str, Any]:
             for h in st.rpc
         ],
     }
+
+
+def done(message: str) -> ActionResult:
+    """An action accepted (or one with nothing to do: "already ...")."""
+    return ActionResult(True, message)
+
+
+def refused(message: str) -> ActionResult:
+    """An action refused: bad input, or the console cannot do it now."""
+    return ActionResult(False, message)

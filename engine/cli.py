@@ -28,6 +28,7 @@ from pathlib import Path
 
 from engine import cli_flags
 from engine.config import Config, ConfigError, load_config
+from engine.status import EngineState, ExitReason
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -287,7 +288,7 @@ def _run_ui(cfg: Config, engine) -> int:
     finally:
         engine.stop("console quit")
     # An abort from `ctl abort` ends the UI too; it exits like an abort from the keys.
-    return EXIT_ABORTED if engine.exit_reason == "aborted by operator" else code
+    return EXIT_ABORTED if engine.exit_reason == ExitReason.ABORTED else code
 
 
 def progress_line(st) -> str:
@@ -325,14 +326,15 @@ def _run_headless(engine, stop_signal: list[int]) -> int:
                 engine.stop(f"stopped by {name}")
                 return 128 + sig
             st = engine.status()
-            if time.monotonic() - last >= PROGRESS_EVERY_S or st.state in ("complete", "stopped"):
+            final = st.state in (EngineState.COMPLETE, EngineState.STOPPED)
+            if time.monotonic() - last >= PROGRESS_EVERY_S or final:
                 last = time.monotonic()
                 print(progress_line(st), flush=True)
-            if st.state == "complete":
+            if st.state == EngineState.COMPLETE:
                 engine.stop("complete")
                 print(f"done: all {st.days_total} day(s) COMPLETE", flush=True)
                 return EXIT_OK
-            if st.state == "stopped":
+            if st.state == EngineState.STOPPED:
                 engine.stop("stopped")
                 return EXIT_ABORTED if engine.exit_reason else EXIT_FAILED
             time.sleep(0.5)

@@ -95,10 +95,10 @@ class Progress:
             skip = self.complete | self.pending_checkpoint
         return [d for d in range(self.days_total) if d not in skip]
 
-    def plan_ranges(self, days: list[int]) -> dict[str, list[int]]:
-        """Known block ranges of these days, as a plan carries them."""
+    def plan_ranges(self, days: list[int]) -> dict[int, tuple[int, int]]:
+        """Known block ranges of these days (a plan carries them)."""
         with self.lock:
-            return {str(d): list(self.ranges[d]) for d in days if d in self.ranges}
+            return {d: self.ranges[d] for d in days if d in self.ranges}
 
     def missing(self, days: list[int]) -> list[int]:
         with self.lock:

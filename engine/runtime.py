@@ -27,13 +27,30 @@ from engine.control import ControlServer, socket_path_for
 from engine.decode import TABLES
 from engine.masking import mask_url
 from engine.progress import Progress
+from engine.protocol import (
+    DayDone,
+    Done,
+    Error,
+    Heartbeat,
+    Message,
+    Plan,
+    PlanBackfill,
+    PlanContracts,
+    PlanRpc,
+    Range,
+    Rows,
+    RpcReport,
+)
 from engine.rpc_health import RpcHealthBook
 from engine.status import (
     DONE,
+    ActionResult,
     DiskReport,
     DuplicateCheck,
+    EngineState,
     EngineStatus,
     ErrorGroup,
+    ExitReason,
     GateResult,
     RpcHealth,
     WorkerStatus,
@@ -94,7 +111,7 @@ class Engine:
         self.say = say or (lambda msg: log.info("%s", msg))
         self.use_control = control
         self.run_on_complete = run_on_complete
-        self.state = "starting"
+        self.state = EngineState.STARTING
         self.started_at = clock()
         self.store: Store | None = None
         self.devchain: Any = None
@@ -116,7 +133,7 @@ class Engine:
         self._wake = threading.Event()
         self._monitor: threading.Thread | None = None
         self._busy: dict[str, threading.Thread] = {}
-        self.exit_reason = ""
+        self.exit_reason = ExitReason.NONE
         self.last_gates_at = 0.0
         self._preflight_done = False
 
@@ -198,7 +215,7 @@ class Engine:
             self.shards,
             self.shard_ids,
         )
-        self.state = "running"
+        self.state = EngineState.RUNNING
         self.say(
             f"backfill: {self.progress.counts()[0]}/{self.days_total} days already COMPLETE; "
             f"starting {len(self.shard_ids)} worker(s) of SHARDS={self.shards} on {self.chain}"
@@ -210,7 +227,7 @@ class Engine:
         self._monitor = threading.Thread(target=self._monitor_loop, name="monitor", daemon=True)
         self._monitor.start()
 
-    def plan_for(self, shard: int, shards: int) -> dict[str, Any]:
+    def plan_for(self, shard: int, shards: int) -> Plan:
         """The plan a (re)started worker receives on stdin."""
         own = self.shard_ids if self.supervisor is None else self.supervisor.shard_ids
         todo = self.progress.todo()
@@ -220,31 +237,30 @@ class Engine:
         c = self.cfg.contracts
         r = self.cfg.rpc
         rps = worker_budget(r.requests_per_second, shards, with_work, self.explicit_shard_ids)
-        return {
-            "t": "plan",
-            "shard": shard,
-            "shards": shards,
-            "days": days,
-            "ranges": ranges,
-            "rpc": {
-                "urls": self.urls,
+        return Plan(
+            shard=shard,
+            shards=shards,
+            days=days,
+            ranges=ranges,
+            rpc=PlanRpc(
+                urls=self.urls,
                 # This worker's share of the per-URL budget (worker_budget).
-                "requests_per_second": rps,
-                "timeout_s": r.timeout_s,
-                "max_block_range": r.max_block_range,
-            },
-            "backfill": {
-                "start_date": self.cfg.backfill.start_date.isoformat(),
-                "confirmations": self.cfg.backfill.confirmations,
-                "failed_day_retry_s": self.cfg.backfill.failed_day_retry_s,
-            },
-            "contracts": {
-                "erc20_tokens": list(c.erc20_tokens),
-                "erc20_counterparties": list(c.erc20_counterparties),
-                "erc1155": list(c.erc1155),
-                "exchanges": list(c.exchanges),
-            },
-        }
+                requests_per_second=rps,
+                timeout_s=r.timeout_s,
+                max_block_range=r.max_block_range,
+            ),
+            backfill=PlanBackfill(
+                start_date=self.cfg.backfill.start_date.isoformat(),
+                confirmations=self.cfg.backfill.confirmations,
+                failed_day_retry_s=self.cfg.backfill.failed_day_retry_s,
+            ),
+            contracts=PlanContracts(
+                erc20_tokens=list(c.erc20_tokens),
+                erc20_counterparties=list(c.erc20_counterparties),
+                erc1155=list(c.erc1155),
+                exchanges=list(c.exchanges),
+            ),
+        )
 
     def stop(self, reason: str = "stop") -> None:
         """Stop workers gracefully, flush the loader, release everything. Idempotent."""
@@ -267,32 +283,36 @@ class Engine:
         if self.control is not None:
             self.control.stop()
             self.control = None
-        if self.state not in ("complete",):
-            self.state = "stopped"
+        if self.state != EngineState.COMPLETE:
+            self.state = EngineState.STOPPED
 
-    def wait(self, poll_s: float = 0.5) -> str:
+    def wait(self, poll_s: float = 0.5) -> EngineState:
         """Block until complete or stopped; returns the final state."""
-        while self.state not in ("complete", "stopped"):
+        while self.state not in (EngineState.COMPLETE, EngineState.STOPPED):
             time.sleep(poll_s)
         return self.state
 
     # ---- messages from workers ----------------------------------------------------------------
-    def _on_message(self, sh: Shard, msg: dict[str, Any]) -> None:
-        t = msg.get("t")
+    def _on_message(self, sh: Shard, msg: Message) -> None:
         loader = self.loader
         assert loader is not None
-        if t == "rows":
-            loader.add_rows(msg["table"], msg["data"], int(msg["n"]))
-        elif t == "day_done":
-            self.progress.day_done(int(msg["day"]), int(msg["from"]), int(msg["to"]))
-            loader.add_checkpoint(sh.shard, msg)
-        elif t == "range":
-            day = int(msg["day"])
-            self.progress.set_range(day, int(msg["from"]), int(msg["to"]))
-            loader.add_range(day, int(msg["from"]), int(msg["to"]))
-        elif t == "hb":
-            day = msg.get("day")
-            batch = f"day {day} blocks {msg.get('from')}-{msg.get('to')} {msg.get('phase', '')}"
+        if isinstance(msg, Rows):
+            loader.add_rows(msg.table, msg.data, msg.n)
+        elif isinstance(msg, DayDone):
+            self.progress.day_done(msg.day, msg.first, msg.last)
+            counts = {
+                "erc20": msg.erc20,
+                "erc1155": msg.erc1155,
+                "resolutions": msg.resolutions,
+                "registrations": msg.registrations,
+            }
+            loader.add_checkpoint(sh.shard, msg.day, msg.first, msg.last, counts)
+        elif isinstance(msg, Range):
+            self.progress.set_range(msg.day, msg.first, msg.last)
+            loader.add_range(msg.day, msg.first, msg.last)
+        elif isinstance(msg, Heartbeat):
+            day = msg.day
+            batch = f"day {day} blocks {msg.first}-{msg.last} {msg.phase}"
             loader.set_heartbeat(
                 f"shard-{sh.shard}",
                 [
@@ -302,24 +322,23 @@ class Engine:
                     sh.pid or 0,
                     sh.state,
                     int(day if day is not None else -1),
-                    int(msg.get("from") or 0),
-                    int(msg.get("to") or 0),
-                    int(msg.get("rows") or 0),
+                    int(msg.first or 0),
+                    int(msg.last or 0),
+                    int(msg.rows or 0),
                     batch.strip(),
                     sh.last_error[:200],
                 ],
             )
-        elif t == "error":
-            kind = str(msg.get("kind", "error"))
-            self._record_error(kind, str(msg.get("msg", "")), sh.shard, int(msg.get("count", 1)))
-            if kind == "day_failed" and msg.get("day") is not None:
-                self.progress.day_failed(int(msg["day"]), str(msg.get("msg", "")))
-        elif t == "rpc":
+        elif isinstance(msg, Error):
+            self._record_error(msg.kind, msg.msg, sh.shard, msg.count)
+            if msg.kind == "day_failed" and msg.day is not None:
+                self.progress.day_failed(msg.day, msg.msg)
+        elif isinstance(msg, RpcReport):
             sup = self.supervisor
             if sup is not None and sup.shards.get(sh.shard) is not sh:
                 return  # a late report of a worker scaled away (its entry is dropped in scale)
-            self.rpc.report(sh.shard, sh.pid, list(msg.get("health") or []))
-        elif t == "done":
+            self.rpc.report(sh.shard, sh.pid, list(msg.health))
+        elif isinstance(msg, Done):
             # Its last checkpoints should not wait for the loader's timer.
             loader.flush_soon()
             self._wake.set()
@@ -369,7 +388,7 @@ class Engine:
         self.progress.sample_rate(now, sum(self.loader.rows_written.values()))
 
     def _check_complete(self) -> None:
-        if self.state not in ("running", "paused"):
+        if self.state not in (EngineState.RUNNING, EngineState.PAUSED):
             return
         assert self.supervisor is not None
         missing = self.progress.missing(self.scope_days())
@@ -379,14 +398,14 @@ class Engine:
         if self.run_on_complete and not self.explicit_shard_ids:
             self._on_complete_hook()  # state: rebuilding, then complete
         else:
-            self.state = "complete"
+            self.state = EngineState.COMPLETE
 
     def _on_complete_hook(self) -> None:
         """Rebuild analytics once everything is staged (analytics/rebuild.py), in the background."""
 
         def run() -> None:
             assert self.store is not None
-            self.state = "rebuilding"
+            self.state = EngineState.REBUILDING
             try:
                 outcome = rebuild(self.store, self.cfg, log=self.notice)
                 self.gates = list(outcome.gates)
@@ -399,14 +418,14 @@ class Engine:
                 self._record_error("rebuild", str(exc), None)
                 self.notice(f"rebuild failed: {exc}")
             finally:
-                self.state = "complete"
+                self.state = EngineState.COMPLETE
 
-        self.state = "rebuilding"
+        self.state = EngineState.REBUILDING
         self._background("rebuild", run)
 
     def _maybe_run_gates(self) -> None:
         interval = self.cfg.gates.interval_s
-        if self.state != "running" or time.monotonic() - self.last_gates_at < interval:
+        if self.state != EngineState.RUNNING or time.monotonic() - self.last_gates_at < interval:
             return
         if self.last_gates_at == 0.0:
             self.last_gates_at = time.monotonic()  # first run one interval after start
@@ -480,8 +499,8 @@ class Engine:
                 written[table] = written.get(table, 0) + n
         rows = self.progress.rows_staged(written)
         state = self.state
-        if state == "running" and sup is not None and sup.paused:
-            state = "paused"
+        if state == EngineState.RUNNING and sup is not None and sup.paused:
+            state = EngineState.PAUSED
         return EngineStatus(
             state=state,
             chain=self.chain,
@@ -539,25 +558,25 @@ class Engine:
         return str(self.cfg.backfill.data_dir / f"worker-{shard}.log")
 
     # ---- operator actions and control commands (engine/actions.py) ----------------------------
-    def scale(self, shards: int) -> str:
+    def scale(self, shards: int) -> ActionResult:
         return self.operator.scale(shards)
 
-    def restart_worker(self, shard: int) -> str:
+    def restart_worker(self, shard: int) -> ActionResult:
         return self.operator.restart_worker(shard)
 
-    def restart_stalled(self) -> str:
+    def restart_stalled(self) -> ActionResult:
         return self.operator.restart_stalled()
 
-    def pause(self) -> str:
+    def pause(self) -> ActionResult:
         return self.operator.pause()
 
-    def resume(self) -> str:
+    def resume(self) -> ActionResult:
         return self.operator.resume()
 
-    def optimize(self) -> str:
+    def optimize(self) -> ActionResult:
         return self.operator.optimize()
 
-    def abort(self) -> str:
+    def abort(self) -> ActionResult:
         return self.operator.abort()
 
     def status_dict(self) -> dict[str, Any]:

@@ -3,18 +3,87 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
-# Worker (shard) states, as in supervisord/circus.
-STARTING = "STARTING"
-RUNNING = "RUNNING"
-STALLED = "STALLED"
-BACKOFF = "BACKOFF"
-STOPPING = "STOPPING"
-DONE = "DONE"
-FATAL = "FATAL"
-STOPPED = "STOPPED"
-WORKER_STATES = (STARTING, RUNNING, STALLED, BACKOFF, STOPPING, DONE, FATAL, STOPPED)
+
+class WorkerState(StrEnum):
+    """A worker (shard) process's state, as in supervisord/circus."""
+
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    STALLED = "STALLED"
+    BACKOFF = "BACKOFF"
+    STOPPING = "STOPPING"
+    DONE = "DONE"
+    FATAL = "FATAL"
+    STOPPED = "STOPPED"
+
+
+# Short names of the worker states (the same members).
+STARTING = WorkerState.STARTING
+RUNNING = WorkerState.RUNNING
+STALLED = WorkerState.STALLED
+BACKOFF = WorkerState.BACKOFF
+STOPPING = WorkerState.STOPPING
+DONE = WorkerState.DONE
+FATAL = WorkerState.FATAL
+STOPPED = WorkerState.STOPPED
+WORKER_STATES = tuple(WorkerState)
+
+
+class Phase(StrEnum):
+    """What a worker is doing, as its heartbeats say."""
+
+    START = "start"
+    RANGE = "range"  # finding the day's blocks
+    FETCH = "fetch"
+    PAUSED = "paused"
+    RETRY = "retry"  # the RPC pool waits before retrying a request
+    RETRY_WAIT = "retry_wait"  # waiting to retry a failed day
+    WAIT_FINAL = "wait_final"  # the day is not final yet
+    DAY_FAILED = "day_failed"
+
+
+class EngineState(StrEnum):
+    """The console's state (EngineStatus.state)."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    ABORTING = "aborting"
+    REBUILDING = "rebuilding"
+    COMPLETE = "complete"
+    STOPPED = "stopped"
+
+
+#: States in which the console has live workers or work in hand.
+LIVE_ENGINE_STATES = (
+    EngineState.STARTING,
+    EngineState.RUNNING,
+    EngineState.PAUSED,
+    EngineState.REBUILDING,
+    EngineState.ABORTING,
+)
+
+
+class ExitReason(StrEnum):
+    """Why the engine stopped on its own (Engine.exit_reason); "" while it has not."""
+
+    NONE = ""
+    ABORTED = "aborted by operator"
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What an operator action answers: whether it was accepted, and the operator's message."""
+
+    ok: bool
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
 
 # Day cell states in the progress grid.
 DAY_PENDING = "pending"
@@ -26,12 +95,12 @@ DAY_FAILED = "failed"
 @dataclass
 class WorkerStatus:
     shard: int
-    state: str
+    state: WorkerState
     pid: int | None = None
     day: int | None = None
     block_from: int | None = None
     block_to: int | None = None
-    phase: str = ""
+    phase: Phase | str = ""  # "" before the first heartbeat
     heartbeat_age_s: float | None = None
     rows: int = 0
     days_done: int = 0
@@ -97,8 +166,7 @@ class GateResult:
 
 @dataclass
 class EngineStatus:
-    # "starting" | "running" | "paused" | "aborting" | "rebuilding" | "complete" | "stopped"
-    state: str
+    state: EngineState
     chain: str  # "devchain (anvil 127.0.0.1:PORT)" or masked RPC host(s)
     store: str  # "embedded data/clickhouse" or "server host:port"
     shards: int
@@ -157,10 +225,10 @@ class EngineApi(Protocol):
     def disk(self) -> DiskReport: ...
     def gates_log_tail(self, n: int = 20) -> list[str]: ...
     def worker_log_path(self, shard: int) -> str: ...
-    def scale(self, shards: int) -> str: ...
-    def restart_worker(self, shard: int) -> str: ...
-    def restart_stalled(self) -> str: ...
-    def pause(self) -> str: ...
-    def resume(self) -> str: ...
-    def optimize(self) -> str: ...
-    def abort(self) -> str: ...
+    def scale(self, shards: int) -> ActionResult: ...
+    def restart_worker(self, shard: int) -> ActionResult: ...
+    def restart_stalled(self) -> ActionResult: ...
+    def pause(self) -> ActionResult: ...
+    def resume(self) -> ActionResult: ...
+    def optimize(self) -> ActionResult: ...
+    def abort(self) -> ActionResult: ...

@@ -9,7 +9,6 @@ and every tick also scans the process table for strays.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import signal
@@ -21,12 +20,29 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import psutil
 
 from engine.config import MonitorConfig
-from engine.protocol import PARENT_PID_ENV, ProtocolError, read_message
+from engine.protocol import (
+    PARENT_PID_ENV,
+    DayDone,
+    Done,
+    Error,
+    Heartbeat,
+    Hello,
+    Message,
+    Pause,
+    Phase,
+    Plan,
+    ProtocolError,
+    Range,
+    Resume,
+    Rows,
+    encode,
+    read_message,
+)
 from engine.status import (
     BACKOFF,
     DONE,
@@ -36,6 +52,7 @@ from engine.status import (
     STARTING,
     STOPPED,
     STOPPING,
+    WorkerState,
 )
 
 log = logging.getLogger("supervisor")
@@ -61,7 +78,7 @@ def _widen_pipe(proc: subprocess.Popen) -> None:
 @dataclass
 class Shard:
     shard: int
-    state: str = STOPPED
+    state: WorkerState = STOPPED
     proc: subprocess.Popen | None = None
     pid: int | None = None
     started_at: float = 0.0
@@ -69,7 +86,7 @@ class Shard:
     day: int | None = None
     block_from: int | None = None
     block_to: int | None = None
-    phase: str = ""
+    phase: Phase | str = ""  # "" until the first heartbeat
     rows: int = 0
     days_done: int = 0
     days_planned: int = 0
@@ -97,8 +114,8 @@ class Supervisor:
         self,
         settings: MonitorConfig,
         log_dir: Path,
-        plan_for: Callable[[int, int], dict[str, Any]],
-        on_message: Callable[[Shard, dict[str, Any]], None],
+        plan_for: Callable[[int, int], Plan],
+        on_message: Callable[[Shard, Message], None],
         shards: int,
         shard_ids: list[int] | None = None,
         python: str = sys.executable,
@@ -129,7 +146,7 @@ class Supervisor:
         with open(self.monitor_log, "a") as f:
             f.write(f"{stamp} {text}\n")
 
-    def _set_state(self, sh: Shard, new: str, reason: str) -> None:
+    def _set_state(self, sh: Shard, new: WorkerState, reason: str) -> None:
         if sh.state == new:
             return
         self._monitor_line(f"shard={sh.shard} pid={sh.pid or '-'} {sh.state} -> {new} ({reason})")
@@ -163,7 +180,7 @@ class Supervisor:
         """Start the shard's worker. Caller holds the lock and has reaped any old process."""
         assert not self._alive(sh), f"shard {sh.shard} already has a live process"
         plan = self.plan_for(sh.shard, self.shards_total)
-        sh.days_planned = len(plan.get("days", ()))
+        sh.days_planned = len(plan.days)
         sh.days_done = 0  # of this process's plan
         sh.got_done = False
         sh.exit_handled = False
@@ -171,9 +188,9 @@ class Supervisor:
         sh.stop_requested = False
         sh.term_sent_at = None
         sh.day = None
-        sh.phase = "start"
+        sh.phase = Phase.START
         sh.rows = 0
-        if not plan.get("days"):
+        if not plan.days:
             sh.pid = None
             self._set_state(sh, DONE, "no day left for this shard")
             return
@@ -202,9 +219,9 @@ class Supervisor:
         self._set_state(sh, STARTING, reason)
         try:
             assert proc.stdin is not None
-            proc.stdin.write(json.dumps(plan).encode() + b"\n")
+            proc.stdin.write(encode(plan))
             if self.paused:
-                proc.stdin.write(b'{"t":"pause"}\n')
+                proc.stdin.write(encode(Pause()))
             proc.stdin.flush()
         except (BrokenPipeError, OSError) as exc:
             sh.last_error = f"could not send plan: {exc}"
@@ -232,33 +249,32 @@ class Supervisor:
         finally:
             proc.stdout.close()
 
-    def _note(self, sh: Shard, msg: dict[str, Any]) -> None:
-        t = msg.get("t")
+    def _note(self, sh: Shard, msg: Message) -> None:
         now = self.clock()
-        if t in ("hb", "hello", "rows", "day_done", "range"):
+        if isinstance(msg, (Heartbeat, Hello, Rows, DayDone, Range)):
             sh.last_hb = now
             sh.heard = True  # tick() turns STARTING into RUNNING
-        if t == "hb":
-            sh.day = msg.get("day")
-            sh.block_from = msg.get("from")
-            sh.block_to = msg.get("to")
-            sh.phase = msg.get("phase", "")
-        elif t == "day_done":
-            if sh.failed_days.pop(msg.get("day"), None) is not None and sh.failed_days:
+        if isinstance(msg, Heartbeat):
+            sh.day = msg.day
+            sh.block_from = msg.first
+            sh.block_to = msg.last
+            sh.phase = msg.phase
+        elif isinstance(msg, DayDone):
+            if sh.failed_days.pop(msg.day, None) is not None and sh.failed_days:
                 sh.last_error = next(reversed(sh.failed_days.values()))
             sh.days_done += 1
             sh.backoff_s = 0.0  # healthy again: the next failure starts from the initial backoff
-        elif t == "rows":
-            sh.rows += int(msg.get("n", 0))
-        elif t == "error":
-            text = f"{msg.get('kind')}: {msg.get('msg', '')}"[:300]
-            day = msg.get("day")
-            if msg.get("kind") in STICKY_ERRORS and isinstance(day, int):
+        elif isinstance(msg, Rows):
+            sh.rows += msg.n
+        elif isinstance(msg, Error):
+            text = f"{msg.kind}: {msg.msg}"[:300]
+            day = msg.day
+            if msg.kind in STICKY_ERRORS and isinstance(day, int):
                 # The range that failed says more than the day_failed summary after it.
-                if msg.get("kind") == "range_failed" or day not in sh.failed_days:
+                if msg.kind == "range_failed" or day not in sh.failed_days:
                     sh.failed_days[day] = text
             sh.last_error = next(reversed(sh.failed_days.values()), text)
-        elif t == "done":
+        elif isinstance(msg, Done):
             sh.got_done = True
 
     @staticmethod
@@ -435,10 +451,10 @@ class Supervisor:
             self.start_all()
         return f"scaled {old} -> {shards} shards"
 
-    def _send(self, sh: Shard, msg: dict[str, Any]) -> None:
+    def _send(self, sh: Shard, msg: Message) -> None:
         if self._alive(sh) and sh.proc is not None and sh.proc.stdin is not None:
             try:
-                sh.proc.stdin.write(json.dumps(msg).encode() + b"\n")
+                sh.proc.stdin.write(encode(msg))
                 sh.proc.stdin.flush()
             except (BrokenPipeError, OSError):
                 pass
@@ -447,14 +463,14 @@ class Supervisor:
         with self.lock:
             self.paused = True
             for sh in self.shards.values():
-                self._send(sh, {"t": "pause"})
+                self._send(sh, Pause())
         return "paused: workers idle after their current chunk, heartbeats continue"
 
     def resume(self) -> str:
         with self.lock:
             self.paused = False
             for sh in self.shards.values():
-                self._send(sh, {"t": "resume"})
+                self._send(sh, Resume())
         return "resumed"
 
     def stop_all(self, reason: str = "stop") -> None:

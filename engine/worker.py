@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import datetime as dt
-import json
 import logging
 import os
 import signal
@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import IO, Any
 
 from engine.constants import (
     CONDITION_RESOLUTION_TOPIC,
@@ -32,7 +32,26 @@ from engine.constants import (
 from engine.days import BlockClock, day_start_ts
 from engine.decode import DecodeFilter, decode_logs
 from engine.masking import mask_secrets
-from engine.protocol import PARENT_PID_ENV, encode, encode_rows
+from engine.protocol import (
+    PARENT_PID_ENV,
+    DayDone,
+    Done,
+    Error,
+    Heartbeat,
+    Hello,
+    Message,
+    Pause,
+    Phase,
+    Plan,
+    ProtocolError,
+    Range,
+    Resume,
+    RpcReport,
+    Stop,
+    decode_line,
+    encode,
+    encode_rows,
+)
 from engine.rpc.pool import RangeFailed, RpcError, RpcPool
 
 log = logging.getLogger("worker")
@@ -77,7 +96,7 @@ def queries_for(f: DecodeFilter) -> list[tuple[list[str], list]]:
 
 
 class Worker:
-    def __init__(self, shard: int, shards: int, plan: dict[str, Any], out=None) -> None:
+    def __init__(self, shard: int, shards: int, plan: Plan, out: IO[bytes] | None = None) -> None:
         self.shard = shard
         self.shards = shards
         self.plan = plan
@@ -86,50 +105,48 @@ class Worker:
         self.stop = threading.Event()
         self.resumed = threading.Event()
         self.resumed.set()
-        rpc = plan["rpc"]
-        self.secrets = [u for u in rpc["urls"]]
-        self.alive_window_s = 2 * float(rpc.get("timeout_s", 30)) + 60
+        rpc = plan.rpc
+        self.secrets = list(rpc.urls)
+        self.alive_window_s = 2 * float(rpc.timeout_s) + 60
         self.pool = RpcPool(
-            rpc["urls"],
-            requests_per_second=float(rpc["requests_per_second"]),
-            timeout_s=float(rpc["timeout_s"]),
-            max_block_range=int(rpc["max_block_range"]),
+            rpc.urls,
+            requests_per_second=float(rpc.requests_per_second),
+            timeout_s=float(rpc.timeout_s),
+            max_block_range=int(rpc.max_block_range),
             on_event=self.on_rpc_event,
         )
-        c = plan["contracts"]
+        c = plan.contracts
         self.filter = DecodeFilter(
-            erc20_tokens=frozenset(c["erc20_tokens"]),
-            erc20_counterparties=frozenset(c["erc20_counterparties"]),
-            erc1155=frozenset(c["erc1155"]),
-            exchanges=frozenset(c.get("exchanges", ())),
+            erc20_tokens=frozenset(c.erc20_tokens),
+            erc20_counterparties=frozenset(c.erc20_counterparties),
+            erc1155=frozenset(c.erc1155),
+            exchanges=frozenset(c.exchanges),
         )
-        b = plan["backfill"]
-        self.start_date = dt.date.fromisoformat(b["start_date"])
-        self.confirmations = int(b["confirmations"])
-        self.failed_day_retry_s = float(b.get("failed_day_retry_s", FAILED_DAY_RETRY_S))
-        self.ranges: dict[int, tuple[int, int]] = {
-            int(k): (int(v[0]), int(v[1])) for k, v in plan.get("ranges", {}).items()
-        }
+        b = plan.backfill
+        self.start_date = dt.date.fromisoformat(b.start_date)
+        self.confirmations = int(b.confirmations)
+        self.failed_day_retry_s = float(b.failed_day_retry_s)
+        self.ranges: dict[int, tuple[int, int]] = dict(plan.ranges)
         # Batched day search reads ~35 blocks a day in ~1.5 round trips; one call at a time reads
         # ~6.5 but waits for each. Under a tight request budget (each call of a batch counts)
         # the fewest calls win; with room to spare, the fewest round trips.
-        batched = float(rpc["requests_per_second"]) >= BATCH_SEARCH_MIN_RPS
+        batched = float(rpc.requests_per_second) >= BATCH_SEARCH_MIN_RPS
         self.clock = BlockClock(
             self.pool.block_timestamp, self.pool.block_timestamps if batched else None
         )
         # Timestamps of blocks with logs when the provider's logs lack blockTimestamp: this
         # day's only (kept apart from the day search's sorted index, which they would bloat).
         self.log_ts: dict[int, int] = {}
-        rps = float(rpc["requests_per_second"])
+        rps = float(rpc.requests_per_second)
         self.ts_batch = TS_BATCH_MAX if rps <= 0 else max(1, min(TS_BATCH_MAX, int(rps)))
-        # What the heartbeat reports.
-        self.state: dict[str, Any] = {"day": -1, "from": 0, "to": 0, "rows": 0, "phase": "start"}
+        # What the heartbeat reports (note aside).
+        self.state = Heartbeat(day=-1, first=0, last=0, rows=0, phase=Phase.START)
         self.last_alive = time.monotonic()
         self.last_chunk_hb = 0.0
         self.safe_head = -1
 
     # ---- output -------------------------------------------------------------------------------
-    def send(self, msg: dict[str, Any]) -> None:
+    def send(self, msg: Message) -> None:
         self._write(encode(msg))
 
     def _write(self, data: bytes) -> None:
@@ -141,24 +158,29 @@ class Worker:
                 os._exit(3)  # console gone: nobody to report to
 
     def alive(self, **state: Any) -> None:
-        self.state.update(state)
+        """Progress: update what the heartbeat reports (Heartbeat fields) and when."""
+        for k, v in state.items():
+            setattr(self.state, k, v)
         self.last_alive = time.monotonic()
 
+    def _heartbeat(self, note: str = "") -> Heartbeat:
+        return dataclasses.replace(self.state, note=note)
+
     def heartbeat(self, note: str = "") -> None:
-        self.send({"t": "hb", **self.state, "note": note})
+        self.send(self._heartbeat(note))
 
     def error(self, kind: str, msg: str, day: int | None = None, count: int = 1) -> None:
         msg = mask_secrets(msg, self.secrets)
         log.warning("%s day=%s %s", kind, day, msg)
-        self.send({"t": "error", "kind": kind, "day": day, "msg": msg, "count": count})
+        self.send(Error(kind=kind, msg=msg, day=day, count=count))
 
     def on_rpc_event(self, kind: str, message: str) -> None:
         # Retries in progress are progress: keep heartbeating while the pool waits.
         self.last_alive = time.monotonic()
         if kind == "retry_wait":
-            self.state["phase"] = "retry"
+            self.state.phase = Phase.RETRY
             return
-        self.error(kind, message, self.state.get("day"))
+        self.error(kind, message, self.state.day)
 
     # ---- threads ------------------------------------------------------------------------------
     def heartbeat_loop(self) -> None:
@@ -170,20 +192,20 @@ class Worker:
                 self.heartbeat()
             if time.monotonic() >= next_rpc:
                 next_rpc = time.monotonic() + RPC_HEALTH_EVERY_S
-                self.send({"t": "rpc", "health": self.pool.health()})
+                self.send(RpcReport(health=self.pool.health()))
 
-    def command_loop(self, stream) -> None:
+    def command_loop(self, stream: IO[Any]) -> None:
         for line in stream:
             try:
-                cmd = json.loads(line).get("t")
-            except (json.JSONDecodeError, AttributeError):
+                cmd = decode_line(line)
+            except ProtocolError:
                 log.warning("ignoring bad command line %r", line[:100])
                 continue
-            if cmd == "pause":
+            if isinstance(cmd, Pause):
                 self.resumed.clear()
-            elif cmd == "resume":
+            elif isinstance(cmd, Resume):
                 self.resumed.set()
-            elif cmd == "stop":
+            elif isinstance(cmd, Stop):
                 self.request_stop()
         # stdin closed: the console is gone. Exit now, leaving no orphan.
         log.warning("stdin closed: console gone, exiting")
@@ -196,11 +218,11 @@ class Worker:
     # ---- main work ----------------------------------------------------------------------------
     def wait_if_paused(self) -> None:
         if not self.resumed.is_set():
-            self.alive(phase="paused")
+            self.alive(phase=Phase.PAUSED)
             self.heartbeat("paused")
             while not self.resumed.wait(1.0):
-                self.alive(phase="paused")
-            self.alive(phase="fetch")
+                self.alive(phase=Phase.PAUSED)
+            self.alive(phase=Phase.FETCH)
 
     def refresh_safe_head(self) -> int:
         self.safe_head = self.pool.lowest_head() - self.confirmations
@@ -222,7 +244,7 @@ class Worker:
             lo = max(known)
         first, last = self.clock.day_range(t0, t1, lo, self.safe_head)
         self.ranges[day] = (first, last)
-        self.send({"t": "range", "day": day, "from": first, "to": last})
+        self.send(Range(day=day, first=first, last=last))
         return first, last
 
     def queries(self) -> list[tuple[list[str], list]]:
@@ -252,7 +274,7 @@ class Worker:
 
     def run_day(self, day: int) -> bool:
         """Fetch one day. True when COMPLETE was reported; False when stopped or not final."""
-        self.alive(day=day, phase="range", rows=0, **{"from": 0, "to": 0})
+        self.alive(day=day, phase=Phase.RANGE, rows=0, first=0, last=0)
         rng = self.day_range(day)
         if rng is None:
             return False
@@ -261,7 +283,7 @@ class Worker:
         skipped: Counter = Counter()
         seen: set[tuple[str, int]] = set()  # a CP -> CP transfer comes back from both filters
         for address, topics in self.queries() if first <= last else []:
-            self.alive(phase="fetch", **{"from": first, "to": last})
+            self.alive(phase=Phase.FETCH, first=first, last=last)
             # Sub-ranges adapt to the provider; rows go out after each successful request.
             for lo, hi, logs in self.pool.iter_logs(first, last, address, topics):
                 decoded = decode_logs(logs, day, self.filter, self.timestamps_for(logs))
@@ -273,13 +295,13 @@ class Worker:
                         counts[table] += len(rows)
                         parts.append(encode_rows(day, table, rows))
                 skipped.update(decoded.skipped)
-                self.alive(rows=sum(counts.values()), **{"from": lo, "to": hi})
+                self.alive(rows=sum(counts.values()), first=lo, last=hi)
                 # Progress rides along with the rows, at most every CHUNK_HEARTBEAT_S (each
                 # message wakes a console thread; the heartbeat thread covers quiet times).
                 now = time.monotonic()
                 if now - self.last_chunk_hb >= CHUNK_HEARTBEAT_S:
                     self.last_chunk_hb = now
-                    parts.append(encode({"t": "hb", **self.state, "note": ""}))
+                    parts.append(encode(self._heartbeat()))
                 if parts:
                     self._write(b"".join(parts))
                 self.wait_if_paused()
@@ -289,16 +311,15 @@ class Worker:
             if skipped[reason]:
                 self.error("decode_skip", f"{reason}: {skipped[reason]} log(s) skipped", day)
         self.send(
-            {
-                "t": "day_done",
-                "day": day,
-                "from": first,
-                "to": last,
-                "erc20": counts["erc20"],
-                "erc1155": counts["erc1155"],
-                "resolutions": counts["resolutions"],
-                "registrations": counts["registrations"],
-            }
+            DayDone(
+                day=day,
+                first=first,
+                last=last,
+                erc20=counts["erc20"],
+                erc1155=counts["erc1155"],
+                resolutions=counts["resolutions"],
+                registrations=counts["registrations"],
+            )
         )
         log.info(
             "day %d COMPLETE blocks %d-%d rows %s timestamp_calls %d",
@@ -319,7 +340,7 @@ class Worker:
         else:
             what = f"an RPC call ({exc.kind})"
             self.error(exc.kind or "rpc_error", str(exc), day)
-        self.alive(phase="day_failed")
+        self.alive(phase=Phase.DAY_FAILED)
         self.error(
             "day_failed",
             f"day {day} not complete: {what} failed after all retries; "
@@ -329,14 +350,14 @@ class Worker:
 
     def run(self) -> int:
         # topic0 values were checked against keccak by the console at its start-up.
-        todo = list(self.plan["days"])
+        todo = list(self.plan.days)
         log.info("shard %d/%d: %d day(s) to do", self.shard, self.shards, len(todo))
-        self.send({"t": "hello", "shard": self.shard, "pid": os.getpid(), "days": len(todo)})
+        self.send(Hello(shard=self.shard, pid=os.getpid(), days=len(todo)))
         retry_at: dict[int, float] = {}
         while todo and not self.stop.is_set():
             day = todo[0]
             if retry_at.get(day, 0) > time.monotonic():
-                self.alive(phase="retry_wait")
+                self.alive(phase=Phase.RETRY_WAIT)
                 self.stop.wait(1.0)
                 continue
             try:
@@ -350,13 +371,13 @@ class Worker:
                 todo.pop(0)
                 retry_at.pop(day, None)
             elif not self.stop.is_set():
-                self.alive(phase="wait_final")
+                self.alive(phase=Phase.WAIT_FINAL)
                 self.heartbeat(f"day {day} not final yet")
                 self.stop.wait(FINALITY_POLL_S)
         if self.stop.is_set() and todo:
             log.info("stopping with %d day(s) left", len(todo))
             return 0
-        self.send({"t": "done"})
+        self.send(Done())
         return 0
 
 
@@ -404,7 +425,14 @@ def main(argv: list[str] | None = None) -> int:
     if not line:
         log.error("no plan on stdin")
         return 2
-    plan = json.loads(line)
+    try:
+        plan = decode_line(line)
+    except ProtocolError as exc:
+        log.error("bad plan on stdin: %s", exc)
+        return 2
+    if not isinstance(plan, Plan):
+        log.error("first stdin line is a %r message, not a plan", plan.T)
+        return 2
     worker = Worker(args.shard_id, args.shards, plan)
     signal.signal(signal.SIGTERM, lambda *_: worker.request_stop())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the console handles Ctrl-C and stops us

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from engine.protocol import RpcReport
 from engine.rpc_health import merge_rpc_health
 from engine.runtime import Engine, worker_budget
 from engine.supervisor import Shard
@@ -42,7 +43,7 @@ def make_engine(days: int, shards: int, shard_ids: list[int] | None = None) -> E
 
 
 def budget(engine: Engine, shard: int) -> float:
-    return engine.plan_for(shard, engine.shards)["rpc"]["requests_per_second"]
+    return engine.plan_for(shard, engine.shards).rpc.requests_per_second
 
 
 # ---- worker_budget ------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ def test_plan_divides_by_shards_with_days_left_not_by_all_shards():
     eng.progress.complete |= {6}  # shard 2: one day COMPLETE, the other waiting for its checkpoint
     assert budget(eng, 0) == RPS / 2
     plan = eng.plan_for(1, 4)
-    assert plan["days"] == [1, 5]
+    assert plan.days == [1, 5]
 
 
 def test_plan_with_explicit_shard_ids_divides_by_total_shards():
@@ -223,16 +224,16 @@ def test_scale_down_drops_the_reports_of_shards_scaled_away():
     eng.loader = SimpleNamespace()  # type: ignore[assignment]
     eng.state = "running"
     for k in range(4):
-        eng._on_message(old[k], {"t": "rpc", "health": [report(0, "https://a/***", calls=10)]})
-    assert eng.scale(2).startswith("scaling")
+        eng._on_message(old[k], RpcReport(health=[report(0, "https://a/***", calls=10)]))
+    assert eng.scale(2).message.startswith("scaling")
     deadline = time.monotonic() + 5
     while eng.busy() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert sorted(eng.rpc.by_shard) == [0, 1]  # 0 and 1 are replaced by their new workers' reports
     # A report from a worker scaled away that arrives late is ignored.
-    eng._on_message(old[3], {"t": "rpc", "health": [report(0, "https://a/***", calls=10)]})
+    eng._on_message(old[3], RpcReport(health=[report(0, "https://a/***", calls=10)]))
     assert sorted(eng.rpc.by_shard) == [0, 1]
-    eng._on_message(new[1], {"t": "rpc", "health": [report(0, "https://a/***", calls=1)]})
+    eng._on_message(new[1], RpcReport(health=[report(0, "https://a/***", calls=1)]))
     assert eng.rpc.by_shard[1][0]["calls"] == 1
 
 
@@ -241,15 +242,15 @@ def test_a_restarted_workers_counts_add_to_those_of_the_process_before_it():
     eng.loader = SimpleNamespace()  # type: ignore[assignment]
     before, after = Shard(0, pid=100), Shard(0, pid=200)
     first = report(0, "https://a/***", calls=50, http_429=3, errors={"rpc_429": 3})
-    eng._on_message(before, {"t": "rpc", "health": [first]})
-    eng._on_message(before, {"t": "rpc", "health": [{**first, "calls": 60}]})  # cumulative
+    eng._on_message(before, RpcReport(health=[first]))
+    eng._on_message(before, RpcReport(health=[{**first, "calls": 60}]))  # cumulative
     eng._on_message(
         after,
-        {"t": "rpc", "health": [report(0, "https://a/***", calls=5, errors={"timeout": 1})]},
+        RpcReport(health=[report(0, "https://a/***", calls=5, errors={"timeout": 1})]),
     )
     (row,) = eng._rpc_health()
     assert (row.calls, row.http_429, row.errors) == (65, 3, {"rpc_429": 3, "timeout": 1})
-    eng._on_message(after, {"t": "rpc", "health": [report(0, "https://a/***", calls=9)]})
+    eng._on_message(after, RpcReport(health=[report(0, "https://a/***", calls=9)]))
     (row,) = eng._rpc_health()
     assert row.calls == 69  # the same process again: its report replaces its last one
 
@@ -263,8 +264,8 @@ def test_scaled_away_shards_keep_their_counts_in_the_totals():
     for k in range(4):
         sup.shards[k] = Shard(k, pid=10 + k)
         health = [report(0, "https://a/***", calls=10, http_429=1, calls_per_s=2.0)]
-        eng._on_message(sup.shards[k], {"t": "rpc", "health": health})
-    assert eng.scale(2).startswith("scaling")
+        eng._on_message(sup.shards[k], RpcReport(health=health))
+    assert eng.scale(2).message.startswith("scaling")
     deadline = time.monotonic() + 5
     while eng.busy() and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.config import MonitorConfig
+from engine.protocol import DayDone, Error
 from engine.supervisor import Shard, Supervisor
 
 
@@ -21,8 +22,8 @@ def supervisor(tmp_path: Path) -> Supervisor:
     return Supervisor(settings, tmp_path, lambda k, n: {}, lambda sh, msg: None, shards=2)
 
 
-def error(kind: str, msg: str, day: int | None = 4) -> dict:
-    return {"t": "error", "kind": kind, "day": day, "msg": msg}
+def error(kind: str, msg: str, day: int | None = 4) -> Error:
+    return Error(kind=kind, day=day, msg=msg)
 
 
 def test_failed_day_stays_the_last_error_until_it_completes(tmp_path: Path) -> None:
@@ -35,9 +36,9 @@ def test_failed_day_stays_the_last_error_until_it_completes(tmp_path: Path) -> N
     for kind in ("rpc_429", "range_split", "timeout"):
         sup._note(sh, error(kind, "routine", day=6))
     assert sh.last_error == "range_failed: blocks [200, 200] could not be fetched (http_5xx)"
-    sup._note(sh, {"t": "day_done", "day": 6})
+    sup._note(sh, DayDone(day=6, first=0, last=0))
     assert sh.last_error.startswith("range_failed: blocks [200, 200]")  # another day done
-    sup._note(sh, {"t": "day_done", "day": 4})
+    sup._note(sh, DayDone(day=4, first=0, last=0))
     assert sh.failed_days == {}
     sup._note(sh, error("rpc_429", "later", day=8))
     assert sh.last_error == "rpc_429: later"
@@ -48,5 +49,5 @@ def test_the_latest_failed_day_is_shown_while_several_are_pending(tmp_path: Path
     sup._note(sh, error("day_failed", "day 3 not complete: timeout failed", day=3))
     sup._note(sh, error("day_failed", "day 5 not complete: conn failed", day=5))
     assert sh.last_error == "day_failed: day 5 not complete: conn failed"
-    sup._note(sh, {"t": "day_done", "day": 5})
+    sup._note(sh, DayDone(day=5, first=0, last=0))
     assert sh.last_error == "day_failed: day 3 not complete: timeout failed"

@@ -12,6 +12,7 @@ from textual.widgets import Static
 
 from console import fmt
 from console.data import ConsoleData
+from engine.status import EngineState, WorkerState
 
 # Rich styles used across panels (plain colour names: readable in 16- and 256-colour tmux too).
 OK = "green"
@@ -21,23 +22,23 @@ ALARM = "bold white on red"
 MUTED = "dim"
 
 STATE_STYLES = {
-    "STARTING": "cyan",
-    "RUNNING": "green",
-    "STALLED": "bold yellow",
-    "BACKOFF": "yellow",
-    "STOPPING": "magenta",
-    "DONE": "blue",
-    "FATAL": ALARM,
-    "STOPPED": MUTED,
+    WorkerState.STARTING: "cyan",
+    WorkerState.RUNNING: "green",
+    WorkerState.STALLED: "bold yellow",
+    WorkerState.BACKOFF: "yellow",
+    WorkerState.STOPPING: "magenta",
+    WorkerState.DONE: "blue",
+    WorkerState.FATAL: ALARM,
+    WorkerState.STOPPED: MUTED,
 }
 ENGINE_STATE_STYLES = {
-    "starting": "bold cyan",
-    "running": "bold green",
-    "paused": "bold black on yellow",
-    "aborting": ALARM,
-    "stopped": ALARM,
-    "complete": "bold black on green",
-    "rebuilding": "bold cyan",
+    EngineState.STARTING: "bold cyan",
+    EngineState.RUNNING: "bold green",
+    EngineState.PAUSED: "bold black on yellow",
+    EngineState.ABORTING: ALARM,
+    EngineState.STOPPED: ALARM,
+    EngineState.COMPLETE: "bold black on green",
+    EngineState.REBUILDING: "bold cyan",
 }
 
 

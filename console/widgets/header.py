@@ -20,8 +20,11 @@ from console.widgets.base import (
     DataView,
     update_if_changed,
 )
+from engine.status import EngineState, WorkerState
 
 STALE_AFTER_S = 5.0
+#: Engine states an operator's pending abort is shown over (the engine has not caught up yet).
+OVERRIDDEN_STATES = (EngineState.RUNNING, EngineState.PAUSED, EngineState.STARTING)
 
 
 def _key(hints: Mapping[str, str], action_id: str) -> str:
@@ -35,7 +38,7 @@ class HeaderBar(DataView, Static):
 
     def __init__(self) -> None:
         super().__init__(Text(" backfill-console: waiting for the engine…"), id="header")
-        self.override_state: str | None = None  # "aborting" right after the operator confirms
+        self.override_state: EngineState | None = None  # ABORTING right after the operator confirms
 
     def show(self, data: ConsoleData, now: float) -> None:
         st = data.status
@@ -47,7 +50,7 @@ class HeaderBar(DataView, Static):
             update_if_changed(self, t)
             return
         state = st.state
-        if self.override_state and state in ("running", "paused", "starting"):
+        if self.override_state and state in OVERRIDDEN_STATES:
             state = self.override_state
         t.append(f" {state.upper()} ", style=ENGINE_STATE_STYLES.get(state, "bold"))
         waited = data.waiting_s(STATUS, now)
@@ -76,7 +79,7 @@ class Banner(DataView, Static):
 
     def __init__(self, hints: Mapping[str, str] | None = None) -> None:
         super().__init__("", id="banner")
-        self.override_state: str | None = None
+        self.override_state: EngineState | None = None
         self.hints = dict(hints or {})
 
     def show(self, data: ConsoleData, now: float) -> None:
@@ -84,16 +87,16 @@ class Banner(DataView, Static):
         lines: list[Text] = []
         if st is not None:
             state = st.state
-            if self.override_state and state in ("running", "paused", "starting"):
+            if self.override_state and state in OVERRIDDEN_STATES:
                 state = self.override_state
-            if state == "complete":
+            if state == EngineState.COMPLETE:
                 lines.append(
                     Text(
                         f" COMPLETE: all {st.days_total:,} days staged ",
                         style="bold black on green",
                     )
                 )
-            elif state == "aborting":
+            elif state == EngineState.ABORTING:
                 lines.append(
                     Text(
                         " ABORTING: workers stop after their current chunk, fetched rows are "
@@ -101,7 +104,7 @@ class Banner(DataView, Static):
                         style=ALARM,
                     )
                 )
-            elif state == "stopped":
+            elif state == EngineState.STOPPED:
                 lines.append(Text(" STOPPED: a rerun resumes from checkpoints ", style=ALARM))
             failing = [g for g in st.gates if not g.passed]
             if failing:
@@ -112,8 +115,8 @@ class Banner(DataView, Static):
                         style=ALARM,
                     )
                 )
-            fatal = [w.shard for w in st.workers if w.state == "FATAL"]
-            stalled = [w.shard for w in st.workers if w.state == "STALLED"]
+            fatal = [w.shard for w in st.workers if w.state == WorkerState.FATAL]
+            stalled = [w.shard for w in st.workers if w.state == WorkerState.STALLED]
             if fatal or stalled:
                 parts = []
                 if fatal:
@@ -128,7 +131,7 @@ class Banner(DataView, Static):
                         style="bold black on yellow",
                     )
                 )
-            if state == "paused":
+            if state == EngineState.PAUSED:
                 lines.append(
                     Text(
                         " PAUSED: workers idle, heartbeats continue; "

@@ -14,7 +14,7 @@ from textual.widgets import Sparkline, Static
 from console import fmt
 from console.data import GRID, STATUS, ConsoleData
 from console.widgets.base import BAD, MUTED, OK, Panel, error_text, update_if_changed
-from engine.status import DAY_DONE, DAY_FAILED, DAY_PENDING, DAY_RUNNING
+from engine.status import DAY_DONE, DAY_FAILED, DAY_PENDING, DAY_RUNNING, EngineState
 
 PARTIAL = "partial"  # a cell of several days, some COMPLETE and some not
 # Glyph and style per cell state; glyphs differ so the grid reads without colour too.
@@ -173,7 +173,7 @@ class ProgressPanel(Panel):
             spark.data = history
         eta = Text(no_wrap=True)
         eta.append(" ETA ", style=MUTED)
-        if st.state == "complete":
+        if st.state == EngineState.COMPLETE:
             eta.append("done", style=OK)
         elif st.eta_s is None:
             eta.append("calculating", style=MUTED)

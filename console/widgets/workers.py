@@ -11,7 +11,7 @@ from textual.widgets import DataTable
 from console import fmt
 from console.data import STATUS, ConsoleData
 from console.widgets.base import BAD, MUTED, OK, STATE_STYLES, WARN, Panel
-from engine.status import WORKER_STATES, WorkerStatus
+from engine.status import WORKER_STATES, Phase, WorkerStatus
 
 COLUMNS = (
     ("shard", "#"),
@@ -25,15 +25,15 @@ COLUMNS = (
     ("error", "doing · last error"),
 )
 ERROR_WIDTH = 60
-QUIET_PHASES = ("", "fetch")
+QUIET_PHASES = ("", Phase.FETCH)
 # What a worker's phase (from its heartbeat) means, in the operator's words.
 PHASE_LABELS = {
-    "start": "starting",
-    "range": "finding blocks",
-    "retry": "retrying",
-    "retry_wait": "waiting to retry the day",
-    "wait_final": "waiting for final blocks",
-    "paused": "paused",
+    Phase.START: "starting",
+    Phase.RANGE: "finding blocks",
+    Phase.RETRY: "retrying",
+    Phase.RETRY_WAIT: "waiting to retry the day",
+    Phase.WAIT_FINAL: "waiting for final blocks",
+    Phase.PAUSED: "paused",
 }
 FRESH_HEARTBEAT_S = 60.0
 
@@ -63,7 +63,7 @@ def worker_cells(w: WorkerStatus, stall_after_s: float) -> dict[str, object]:
     note = Text(no_wrap=True)
     if w.phase not in QUIET_PHASES:
         label = PHASE_LABELS.get(w.phase, w.phase)
-        note.append(f"[{label}] ", style=WARN if w.phase == "retry" else MUTED)
+        note.append(f"[{label}] ", style=WARN if w.phase == Phase.RETRY else MUTED)
     note.append(fmt.clip(w.last_error, ERROR_WIDTH), style="red")
     planned = (
         f"{w.days_done}/{w.days_planned}"

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,17 +119,20 @@ class Loader:
             if self._pending.total_rows() >= self.flush_rows:
                 self._cond.notify_all()
 
-    def add_checkpoint(self, shard: int, msg: dict[str, Any]) -> None:
+    def add_checkpoint(
+        self, shard: int, day: int, first: int, last: int, counts: Mapping[str, int]
+    ) -> None:
+        """The day's COMPLETE checkpoint, written after every row added before it."""
         row = [
-            int(msg["day"]),
+            day,
             "COMPLETE",
             shard,
-            int(msg["from"]),
-            max(0, int(msg["to"])),
-            int(msg.get("erc20", 0)),
-            int(msg.get("erc1155", 0)),
-            int(msg.get("resolutions", 0)),
-            int(msg.get("registrations", 0)),
+            first,
+            max(0, last),
+            int(counts.get("erc20", 0)),
+            int(counts.get("erc1155", 0)),
+            int(counts.get("resolutions", 0)),
+            int(counts.get("registrations", 0)),
             self.chain_id,
             self.start_date,
             "",

@@ -22,9 +22,11 @@ from engine.status import (
     FATAL,
     RUNNING,
     STALLED,
+    ActionResult,
     DiskReport,
     DiskUsage,
     DuplicateCheck,
+    EngineState,
     EngineStatus,
     ErrorGroup,
     GateResult,
@@ -93,7 +95,7 @@ def sample_grid(days: int = DAYS, shards: int = 12) -> list[str]:
 
 def sample_status(**changes: Any) -> EngineStatus:
     st = EngineStatus(
-        state="running",
+        state=EngineState.RUNNING,
         chain="https://eth.example/v2/*** (+1 more)",
         store="embedded data/clickhouse",
         shards=12,
@@ -263,31 +265,31 @@ class FakeEngine:
         return str(self.log_dir / f"worker-{shard}.log")
 
     # ---- actions -------------------------------------------------------------------------------
-    def scale(self, shards: int) -> str:
+    def scale(self, shards: int) -> ActionResult:
         self._record("scale", shards)
-        return f"scaling {self.state.shards} -> {shards} shards"
+        return ActionResult(True, f"scaling {self.state.shards} -> {shards} shards")
 
-    def restart_worker(self, shard: int) -> str:
+    def restart_worker(self, shard: int) -> ActionResult:
         self._record("restart_worker", shard)
-        return f"restarting shard {shard}"
+        return ActionResult(True, f"restarting shard {shard}")
 
-    def restart_stalled(self) -> str:
+    def restart_stalled(self) -> ActionResult:
         self._record("restart_stalled")
-        return "restarting shard(s) 2, 7"
+        return ActionResult(True, "restarting shard(s) 2, 7")
 
-    def pause(self) -> str:
+    def pause(self) -> ActionResult:
         self._record("pause")
-        return "paused"
+        return ActionResult(True, "paused")
 
-    def resume(self) -> str:
+    def resume(self) -> ActionResult:
         self._record("resume")
-        return "resumed"
+        return ActionResult(True, "resumed")
 
-    def optimize(self) -> str:
+    def optimize(self) -> ActionResult:
         self._record("optimize")
-        return "OPTIMIZE started in the background"
+        return ActionResult(True, "OPTIMIZE started in the background")
 
-    def abort(self) -> str:
+    def abort(self) -> ActionResult:
         self._record("abort")
-        self.state = replace(self.state, state="aborting")
-        return "aborting: workers finish their current chunk"
+        self.state = replace(self.state, state=EngineState.ABORTING)
+        return ActionResult(True, "aborting: workers finish their current chunk")
