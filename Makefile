@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 ANVIL := tools/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 
-.PHONY: setup run run-headless test lint bench
+.PHONY: setup run run-headless test test-fast lint bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest -q
+
+# The tests without real processes (no anvil, console CLI, workers or store): under a minute.
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not slow" -n auto
 
 lint: setup
 	$(VENV)/bin/ruff check .

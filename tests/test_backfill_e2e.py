@@ -7,9 +7,13 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import E2E_DAYS, ground_truth_for
 from tests.support.cli import cli, start_cli, store_query
 from tests.support.config import set_rps, write_config
+
+pytestmark = pytest.mark.slow  # end to end: real CLI, anvil devchain, store
 
 
 def assert_store_matches_truth(config: Path, gt: dict) -> None:

@@ -137,6 +137,7 @@ def console(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[
         server.stop()
 
 
+@pytest.mark.slow  # runs the real CLI in a subprocess
 @pytest.mark.parametrize(
     "order",
     [
@@ -157,6 +158,7 @@ def test_ctl_status_with_flags_anywhere(
     assert json.loads(out.stdout) == STATUS
 
 
+@pytest.mark.slow  # runs the real CLI in a subprocess
 def test_ctl_scale_with_config_after_the_argument(
     console: tuple[Path, Path], short_dir: Path
 ) -> None:
@@ -165,6 +167,7 @@ def test_ctl_scale_with_config_after_the_argument(
     assert (out.returncode, out.stdout.strip()) == (0, "did scale 4")
 
 
+@pytest.mark.slow  # runs the real CLI in a subprocess
 def test_ctl_json_on_a_verb_without_json_output_is_refused(
     console: tuple[Path, Path], short_dir: Path
 ) -> None:
@@ -177,6 +180,7 @@ def test_ctl_json_on_a_verb_without_json_output_is_refused(
     assert "--json applies to status, not pause" in out.stderr
 
 
+@pytest.mark.slow  # runs the real CLI in a subprocess
 def test_ctl_finds_the_running_console_from_another_directory(
     console: tuple[Path, Path], short_dir: Path
 ) -> None:
@@ -202,6 +206,7 @@ def test_pointer_goes_when_the_console_stops(
     assert list((short_dir / "run" / "consoles").iterdir()) == []
 
 
+@pytest.mark.slow  # runs the real CLI in a subprocess
 def test_a_pointer_of_a_dead_console_is_dropped(
     short_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -223,6 +228,7 @@ def test_a_pointer_of_a_dead_console_is_dropped(
     assert not stale.exists()
 
 
+@pytest.mark.slow  # runs the real CLI in a subprocess
 def test_ctl_without_a_console_says_what_it_tried(short_dir: Path) -> None:
     out = _run(["ctl", "status"], short_dir, short_dir / "run")
     assert out.returncode == 1
@@ -235,6 +241,7 @@ def test_ctl_without_a_console_says_what_it_tried(short_dir: Path) -> None:
     assert not (short_dir / "data").exists()  # asking created nothing
 
 
+@pytest.mark.slow  # runs the real CLI in a subprocess
 def test_ctl_with_a_config_but_no_console_names_the_socket(short_dir: Path) -> None:
     config = short_dir / "c.toml"
     config.write_text('[backfill]\ndata_dir = "d"\n')

@@ -14,6 +14,8 @@ import pytest
 from tests.support.cli import ROOT, store_query
 from tests.support.config import write_config
 
+pytestmark = pytest.mark.slow  # end to end: the app on a real engine: workers, anvil, store; tmux
+
 
 async def _until(pilot, pred, timeout: float, what: str) -> None:
     end = time.monotonic() + timeout

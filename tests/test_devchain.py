@@ -42,6 +42,8 @@ from engine.devchain import Devchain, DevchainSpec, load_ground_truth, start_dev
 from engine.devchain.anvil import Rpc
 from engine.devchain.history import day_start, generate, ground_truth
 
+pytestmark = pytest.mark.slow  # end to end: real anvil
+
 ROOT = Path(__file__).resolve().parent.parent
 EXCHANGES = (CTF_EXCHANGE, NEGRISK_CTF_EXCHANGE, CTF_EXCHANGE_V2, NEGRISK_CTF_EXCHANGE_V2)
 SPEC = DevchainSpec(

@@ -38,6 +38,8 @@ from engine.store.client import Store, open_store
 from engine.store.loader import CHECKPOINT_COLUMNS
 from tests.support.config import write_config
 
+pytestmark = pytest.mark.slow  # end to end: real store and CLI
+
 ROOT = Path(__file__).resolve().parent.parent
 USDC = "0x2791bca1f2de4661ed88a30c99a7a9449aa84174"
 CTF = "0x4d97dcd97ec945f40cf65f87097ace5ea0476045"

@@ -7,9 +7,13 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from engine.config import load_config
 from engine.store.client import open_store
 from engine.store.loader import Loader
+
+pytestmark = pytest.mark.slow  # end to end: real store
 
 
 def _rows(day: int, n: int) -> bytes:

@@ -14,6 +14,8 @@ from engine.store import panels
 from engine.store.client import open_store
 from engine.store.loader import CHECKPOINT_COLUMNS as CHECKPOINT_COLS
 
+pytestmark = pytest.mark.slow  # end to end: real store
+
 TS = "2022-12-18 00:00:01"
 
 

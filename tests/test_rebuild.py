@@ -26,6 +26,8 @@ from engine.store.loader import CHECKPOINT_COLUMNS
 from tests.support.config import write_config
 from tests.support.expected_analytics import Expected, expected_analytics
 
+pytestmark = pytest.mark.slow  # end to end: real anvil and store
+
 DAYS = 6
 # Resolves a one-hot, a [1, 1] and a 3-outcome market, has every kind of market event and every
 # shape of transaction that touches several markets or wallets; win rate lands in the band.

@@ -27,12 +27,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from engine.control import socket_path_for
 from tests.conftest import E2E_DAYS, ground_truth_for
 from tests.support.cli import ConsoleRun, cli, store_query
 from tests.support.config import write_config
 from tests.support.fault_proxy import FaultConfig, FaultProxy, HttpPoster, Record
 from tests.test_backfill_e2e import assert_store_matches_truth
+
+pytestmark = pytest.mark.slow  # end to end: real CLI, anvil devchain, fault proxies, store
 
 #: Client timeout for these runs, and how long a "slow" fault holds its answer (past the timeout).
 TIMEOUT_S = 1.0

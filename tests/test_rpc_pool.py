@@ -18,9 +18,10 @@ from engine.rpc.pool import RangeFailed, RpcError, RpcPool
 from tests.support.anvil import ANVIL_BIN, EMITTER_A, EMITTER_B, AnvilNode, free_port
 from tests.support.fault_proxy import CAP_STYLES, FaultConfig, FaultProxy
 
-pytestmark = pytest.mark.skipif(
-    not ANVIL_BIN.exists(), reason=f"anvil binary not installed ({ANVIL_BIN})"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not ANVIL_BIN.exists(), reason=f"anvil binary not installed ({ANVIL_BIN})"),
+]
 
 GENESIS_TS = 1_700_000_000
 # (empty blocks before, txs to A (50 logs each), txs to B (1 log each)) per active block

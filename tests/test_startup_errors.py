@@ -14,6 +14,8 @@ import pytest
 from engine.preflight import connection_reason
 from tests.support.anvil import AnvilNode, free_port
 
+pytestmark = pytest.mark.slow  # end to end: real CLI and anvil
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -15,11 +15,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from engine.control import socket_path_for
 from tests.conftest import ground_truth_for
 from tests.support.cli import ConsoleRun, cli, store_query, worker_processes
 from tests.support.config import set_rps, write_config
 from tests.test_backfill_e2e import assert_store_matches_truth
+
+pytestmark = pytest.mark.slow  # end to end: real CLI and workers, anvil devchain, store
 
 DAYS = 12
 
