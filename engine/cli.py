@@ -86,7 +86,8 @@ def main_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the plan (chain, store, shards and their days) and exit without starting",
+        help="print the plan (chain, store, shards and their days) and, with RPC URLs, the "
+        "estimate of `plan` (a bounded sample of the window), then exit without starting",
     )
     return p
 

@@ -97,6 +97,10 @@ def test_polygon_node_backfill_is_exact_and_plan_is_close(tmp_path: Path, stamp:
         assert "result cap: 500" in plan.stdout and "block-range cap: 1500" in plan.stdout
         assert ("blockTimestamp in logs: yes" in plan.stdout) == stamp
         assert ("WARNING: block calls dominate" in plan.stdout) == (not stamp)
+        if stamp:  # --dry-run shows the shards' plan, then the same estimate
+            dry = cli("--dry-run", "--config", str(config), timeout=300)
+            assert dry.returncode == 0 and "shard 1:" in dry.stdout, dry.stdout + dry.stderr
+            assert plan_figures(dry.stdout)["requests"] == est["requests"]
         node.reset_stats()
         out = cli("--no-ui", "--config", str(config), timeout=600)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
