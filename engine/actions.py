@@ -169,6 +169,7 @@ def status_dict(st: EngineStatus, busy: list[str]) -> dict[str, Any]:
         "eta_s": None if st.eta_s is None else round(st.eta_s),
         "elapsed_s": round(st.elapsed_s),
         "busy": busy,
+        "rebuild": None if st.rebuild is None else st.rebuild.as_dict(st.now),
         "workers": [
             {
                 "shard": w.shard,

@@ -157,6 +157,9 @@ class GatesConfig:
     unattributed_cash_strict: float = 0.001
     win_rate_min: float = 0.40
     win_rate_max: float = 0.50
+    # Memory budget of every rebuild / gate query in GiB (ClickHouse max_memory_usage; grouping,
+    # sorting and joins spill to disk past a share of it). Default: default_max_memory_gib().
+    max_memory_gib: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -472,6 +475,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
         "unattributed_cash_strict",
         "win_rate_min",
         "win_rate_max",
+        "max_memory_gib",
     ),
     "devchain": (
         "seed",
@@ -715,6 +719,28 @@ def _monitor(s: _Section) -> MonitorConfig:
     return m
 
 
+MIN_MEMORY_GIB = 0.25
+MAX_MEMORY_GIB = 4096.0
+
+
+def default_max_memory_gib(total_bytes: int | None = None) -> float:
+    """A quarter of this machine's memory, at most 3 GiB and at least 0.5 GiB (0.1 GiB steps).
+
+    3 GiB per query keeps the store's whole RSS (caches included) under 4 GiB at any volume.
+    """
+    if total_bytes is None:
+        import psutil
+
+        total_bytes = int(psutil.virtual_memory().total)
+    return round(min(3.0, max(0.5, total_bytes / 4 / 2**30)), 1)
+
+
+def _memory_gib(v: Any) -> float:
+    if v == "auto":
+        return default_max_memory_gib()
+    return _num(MIN_MEMORY_GIB, MAX_MEMORY_GIB)(v)
+
+
 def _gates(s: _Section) -> GatesConfig:
     share = _num(0.0, 1.0)
     defaults = GatesConfig()
@@ -722,6 +748,15 @@ def _gates(s: _Section) -> GatesConfig:
         "interval_s": s.get("interval_s", defaults.interval_s, _num(0, lo_open=True), _GT0)
     }
     for key in _SECTIONS["gates"][1:]:
+        if key == "max_memory_gib":
+            values[key] = s.get(
+                key,
+                default_max_memory_gib(),
+                _memory_gib,
+                f'expected "auto" or a number of GiB between {MIN_MEMORY_GIB:g} and '
+                f"{MAX_MEMORY_GIB:g}",
+            )
+            continue
         values[key] = s.get(key, getattr(defaults, key), share, _SHARE)
     g = GatesConfig(**values)
     if g.win_rate_min > g.win_rate_max:

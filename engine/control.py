@@ -469,6 +469,9 @@ def format_status_text(status_dict: dict, now: float | None = None) -> str:
     if isinstance(done, int) and isinstance(total, int) and total > 0:
         days += f" ({100 * done / total:.1f}%)"
     header = f"state {_cell(s.get('state'))}   shards {_cell(s.get('shards'))}   days {days}"
+    rebuild = s.get("rebuild")
+    if isinstance(rebuild, dict) and rebuild.get("summary"):
+        header += f"\nrebuild {_cell(rebuild.get('summary'))}"
     columns = ["SHARD", "PID", "STATE", "DAY", "HEARTBEAT", "ROWS", "RESTARTS", "LAST ERROR"]
     right = {"SHARD", "PID", "DAY", "HEARTBEAT", "ROWS", "RESTARTS"}
     rows: list[list[str]] = []

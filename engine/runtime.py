@@ -52,6 +52,7 @@ from engine.status import (
     ErrorGroup,
     ExitReason,
     GateResult,
+    RebuildProgress,
     RpcHealth,
     WorkerStatus,
 )
@@ -127,6 +128,7 @@ class Engine:
         self.operator = Operator(self)
         self.errors: dict[tuple[str, int | None], ErrorGroup] = {}
         self.gates: list[GateResult] = []
+        self.rebuild_progress: RebuildProgress | None = None
         self.messages: deque[str] = deque(maxlen=20)
         self._stop = threading.Event()
         # Wakes the monitor early: a worker finished, or checkpoints were written.
@@ -407,7 +409,7 @@ class Engine:
             assert self.store is not None
             self.state = EngineState.REBUILDING
             try:
-                outcome = rebuild(self.store, self.cfg, log=self.notice)
+                outcome = rebuild(self.store, self.cfg, log=self.notice, progress=self._on_progress)
                 self.gates = list(outcome.gates)
                 self.notice(
                     "rebuild: swapped in"
@@ -422,6 +424,9 @@ class Engine:
 
         self.state = EngineState.REBUILDING
         self._background("rebuild", run)
+
+    def _on_progress(self, progress: RebuildProgress) -> None:
+        self.rebuild_progress = progress
 
     def _maybe_run_gates(self) -> None:
         interval = self.cfg.gates.interval_s
@@ -523,6 +528,7 @@ class Engine:
             errors=errors,
             gates=list(self.gates),
             messages=list(self.messages),
+            rebuild=self.rebuild_progress,
         )
 
     def _rpc_health(self, live: set[int] | None = None) -> list[RpcHealth]:

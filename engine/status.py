@@ -165,6 +165,59 @@ class GateResult:
 
 
 @dataclass
+class RebuildProgress:
+    """Where a rebuild (or gate build) is: day-range chunks done / total, rows, an ETA."""
+
+    phase: str  # "token_outcomes" | "chunks" | "finish" | "hard_gate" | "done"
+    chunks_done: int
+    chunks_total: int
+    rows_done: int  # staged rows of the chunks done
+    rows_total: int
+    started_at: float  # unix time
+    eta_s: float | None  # seconds left in the chunks; None = "calculating"
+
+    def summary(self, now: float) -> str:
+        """One line for the TUI and `ctl status`, e.g. `chunks 12/33 (36%) ETA 4m10s, 2m05s in`."""
+        elapsed = _dur(max(0.0, now - self.started_at))
+        if self.phase == "chunks":
+            pct = 100 * self.rows_done / self.rows_total if self.rows_total else 0.0
+            eta = "calculating" if self.eta_s is None else _dur(self.eta_s)
+            return (
+                f"chunks {self.chunks_done}/{self.chunks_total} ({pct:.0f}% of rows) "
+                f"ETA {eta}, {elapsed} in"
+            )
+        names = {
+            "token_outcomes": "token ids",
+            "finish": f"chunks {self.chunks_done}/{self.chunks_total} done; wallet PnL",
+            "hard_gate": f"chunks {self.chunks_done}/{self.chunks_total} done; hard gate",
+            "done": f"built ({self.chunks_total} chunks)",
+        }
+        return f"{names.get(self.phase, self.phase)}, {elapsed} in"
+
+    def as_dict(self, now: float) -> dict[str, object]:
+        """The `ctl status --json` form (`rebuild` key)."""
+        return {
+            "phase": self.phase,
+            "chunks_done": self.chunks_done,
+            "chunks_total": self.chunks_total,
+            "rows_done": self.rows_done,
+            "rows_total": self.rows_total,
+            "eta_s": None if self.eta_s is None else round(self.eta_s),
+            "elapsed_s": round(max(0.0, now - self.started_at)),
+            "summary": self.summary(now),
+        }
+
+
+def _dur(seconds: float) -> str:
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+@dataclass
 class EngineStatus:
     state: EngineState
     chain: str  # "devchain (anvil 127.0.0.1:PORT)" or masked RPC host(s)
@@ -187,6 +240,7 @@ class EngineStatus:
     errors: list[ErrorGroup]
     gates: list[GateResult]
     messages: list[str] = field(default_factory=list)  # recent operator-facing notices
+    rebuild: RebuildProgress | None = None  # the running (or last) on-complete rebuild
 
     @property
     def elapsed_s(self) -> float:

@@ -11,12 +11,15 @@ templating <- build <- gates <- snapshot <- rebuild.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from engine.analytics.budget import max_chunk_rows, plan_chunks, query_settings, with_settings
 from engine.analytics.positions import outcome_token_ids as _ids_of
 from engine.analytics.templating import render, sql_params, sql_text
-from engine.store.client import split_sql
+from engine.status import RebuildProgress
+from engine.store.client import StoreError, split_sql
 
 if TYPE_CHECKING:
     from engine.config import Config
@@ -89,7 +92,7 @@ def create_analytics(store: Store, sfx: str) -> None:
 def drop_analytics(store: Store, sfx: str) -> None:
     if not sfx:
         raise ValueError("refusing to drop the live analytics tables")
-    for t in (*ANALYTICS_TABLES, "rebuild_legs", "rebuild_cash"):
+    for t in (*ANALYTICS_TABLES, "rebuild_legs", "rebuild_cash", "rebuild_flows"):
         store.command(f"DROP TABLE IF EXISTS {store.database}.{t}{sfx} SYNC")
 
 
@@ -148,20 +151,160 @@ def fill_token_outcomes(store: Store, cfg: Config, sfx: str) -> int:
 # Build
 
 
+SECTIONS = ("setup", "chunk", "finish")
+
+
+def rebuild_sections() -> dict[str, list[str]]:
+    """rebuild.sql's statements per `-- section: NAME` (setup, chunk, finish), not rendered."""
+    out: dict[str, list[str]] = {}
+    name = ""
+    body: list[str] = []
+    for line in [*sql_text("rebuild.sql").splitlines(), "-- section: end"]:
+        stripped = line.strip()
+        if stripped.startswith("-- section:"):
+            if name:
+                out[name] = split_sql("\n".join(body) + "\n")
+            name, body = stripped.split(":", 1)[1].strip(), []
+            continue
+        body.append(line)
+    missing = [s for s in SECTIONS if s not in out]
+    if missing:
+        raise RuntimeError(f"rebuild.sql: missing section(s) {', '.join(missing)}")
+    return out
+
+
+# The COMPLETE days with their checkpointed staging rows, to plan the chunks.
+CHUNK_DAYS_SQL = """
+WITH
+    {complete_days_cte}
+SELECT day_idx, max(erc20_count + erc1155_count) AS rows
+FROM {db}.backfill_checkpoint FINAL
+WHERE start_date = toDate('{start_date}') AND day_idx IN (SELECT day_idx FROM complete_days)
+GROUP BY day_idx
+ORDER BY day_idx
+"""
+
+
+class StepTimes:
+    """Wall time per statement label, summed over chunks (the slowest are logged at the end)."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, float] = {}
+        self.count: dict[str, int] = {}
+
+    def add(self, label: str, seconds: float) -> None:
+        self.total[label] = self.total.get(label, 0.0) + seconds
+        self.count[label] = self.count.get(label, 0) + 1
+
+    def slowest(self, n: int = 3) -> list[tuple[str, float, int]]:
+        ranked = sorted(self.total.items(), key=lambda kv: -kv[1])[:n]
+        return [(k, v, self.count[k]) for k, v in ranked]
+
+
+def statement_label(section: str, index: int, stmt: str) -> str:
+    """`chunk#3 INSERT INTO net_flows_new`: section, position and the statement's first words."""
+    words = " ".join(stmt.split()[:4])
+    return f"{section}#{index} {words}"
+
+
+def run_statement(
+    store: Store, cfg: Config, stmt: str, label: str, times: StepTimes | None = None
+) -> None:
+    """One analytics statement under the memory budget; an overrun names the budget and step."""
+    t0 = time.perf_counter()
+    try:
+        store.command(with_settings(stmt, query_settings(cfg)))
+    except StoreError as exc:
+        raise over_budget(cfg, label, exc) from exc
+    finally:
+        if times is not None:
+            times.add(label, time.perf_counter() - t0)
+
+
+def over_budget(cfg: Config, label: str, exc: StoreError) -> StoreError:
+    """`exc`, or when ClickHouse refused for memory, an error naming the budget and the step."""
+    if "MEMORY_LIMIT_EXCEEDED" not in str(exc):
+        return exc
+    return StoreError(
+        f"{label}: over the analytics memory budget gates.max_memory_gib = "
+        f"{cfg.gates.max_memory_gib:g} (ClickHouse max_memory_usage): {exc}"
+    )
+
+
+def _eta(started: float, done_rows: int, total_rows: int, done: int, total: int) -> float | None:
+    """Seconds left, from the rate so far (by staged rows, or by chunks when rows are 0)."""
+    elapsed = time.perf_counter() - started
+    if done <= 0 or elapsed <= 0:
+        return None
+    if total_rows > 0 and done_rows > 0:
+        return elapsed * (total_rows - done_rows) / done_rows
+    return elapsed * (total - done) / done
+
+
 def build_analytics(
-    store: Store, cfg: Config, sfx: str, log: Callable[[str], None] | None = None
+    store: Store,
+    cfg: Config,
+    sfx: str,
+    log: Callable[[str], None] | None = None,
+    progress: Callable[[RebuildProgress], None] | None = None,
+    times: StepTimes | None = None,
 ) -> dict[str, int]:
-    """(Re)create the analytics tables `*{sfx}` from the staged data; returns their row counts."""
+    """(Re)create the analytics tables `*{sfx}` from the staged data; returns their row counts.
+
+    The per-transaction statements (rebuild.sql section `chunk`) run once per day range of
+    `plan_chunks`; each range is logged with chunks done / total and an ETA, and `progress` is
+    called after each step. Every statement runs under the memory budget (analytics/budget.py).
+    """
     if not sfx:
         raise ValueError("the analytics are built into suffixed tables, never in place")
     say = log or (lambda _m: None)
+    report = progress or (lambda _p: None)
+    started_wall = time.time()
+    times = times if times is not None else StepTimes()
     with BUILD_LOCK:
         drop_analytics(store, sfx)
         create_analytics(store, sfx)
+        report(RebuildProgress("token_outcomes", 0, 0, 0, 0, started_wall, None))
         n_tokens = fill_token_outcomes(store, cfg, sfx)
         say(f"token_outcomes{sfx}: {n_tokens} token ids")
-        for stmt in split_sql(render(sql_text("rebuild.sql"), sql_params(store, cfg, sfx))):
-            store.command(stmt)
+        params = sql_params(store, cfg, sfx)
+        sections = rebuild_sections()
+        day_rows = [(int(d), int(n)) for d, n in store.query(render(CHUNK_DAYS_SQL, params))]
+        chunks = plan_chunks(day_rows, max_chunk_rows(cfg))
+        rows_total = sum(r for _, _, r in chunks)
+        say(
+            f"{len(chunks)} chunk(s) of at most {max_chunk_rows(cfg):,} staged rows over "
+            f"{len(day_rows)} COMPLETE days ({rows_total:,} rows); memory budget "
+            f"{cfg.gates.max_memory_gib:g} GiB per query"
+        )
+
+        def run_section(name: str, values: dict[str, str]) -> None:
+            for i, stmt in enumerate(sections[name]):
+                sql = render(stmt, values)
+                run_statement(store, cfg, sql, statement_label(name, i, sql), times)
+
+        run_section("setup", params)
+        t0 = time.perf_counter()
+        rows_done = 0
+        report(RebuildProgress("chunks", 0, len(chunks), 0, rows_total, started_wall, None))
+        for k, (first, last, rows) in enumerate(chunks, start=1):
+            run_section("chunk", {**params, "day_from": str(first), "day_to": str(last)})
+            rows_done += rows
+            eta = _eta(t0, rows_done, rows_total, k, len(chunks))
+            say(
+                f"chunk {k}/{len(chunks)} days {first}-{last} ({rows:,} rows) done in "
+                f"{time.perf_counter() - t0:.1f} s so far; ETA "
+                + ("calculating" if eta is None else f"{eta:.0f} s")
+            )
+            report(
+                RebuildProgress("chunks", k, len(chunks), rows_done, rows_total, started_wall, eta)
+            )
+        n = len(chunks)
+        report(RebuildProgress("finish", n, n, rows_done, rows_total, started_wall, 0))
+        run_section("finish", params)
         counts = {t: table_count(store, f"{t}{sfx}") for t in ANALYTICS_TABLES}
         say("built " + ", ".join(f"{t}{sfx}={n}" for t, n in counts.items()))
+        for label, secs, runs in times.slowest():
+            say(f"step {label} took {secs:.1f} s ({runs} run(s))")
+        report(RebuildProgress("done", n, n, rows_done, rows_total, started_wall, 0))
         return counts

@@ -22,7 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.analytics.build import BUILD_LOCK, CHECK_SUFFIX, build_analytics, drop_analytics
+from engine.analytics.budget import query_settings, with_settings
+from engine.analytics.build import (
+    BUILD_LOCK,
+    CHECK_SUFFIX,
+    StepTimes,
+    build_analytics,
+    drop_analytics,
+    over_budget,
+    run_statement,
+)
 from engine.analytics.templating import named_queries, render, sql_params, sql_text
 from engine.status import GateResult
 from engine.store.client import StoreError, open_store, split_sql
@@ -313,20 +322,33 @@ def evaluate(
     sfx: str,
     run_id: str | None = None,
     log: Callable[[str], None] | None = None,
+    times: StepTimes | None = None,
 ) -> list[GateCheck]:
-    """Run every gate against the analytics tables `*{sfx}`; record and log each result."""
+    """Run every gate against the analytics tables `*{sfx}`; record and log each result.
+
+    Every query runs under the memory budget (analytics/budget.py); `times` collects their wall
+    time by `gate NAME`.
+    """
     if mode not in MODES:
         raise ValueError(f"gate mode {mode!r}: expected one of {', '.join(MODES)}")
     run_id = run_id or new_run_id(mode)
     params = sql_params(store, cfg, sfx)
     queries = {k: render(v, params) for k, v in named_queries("gates.sql").items()}
+    settings = query_settings(cfg)
 
     def q(name: str) -> list[dict]:
-        return store.query_dicts(queries[name])
+        t0 = time.perf_counter()
+        try:
+            return store.query_dicts(with_settings(queries[name], settings))
+        except StoreError as exc:
+            raise over_budget(cfg, f"gate {name}", exc) from exc
+        finally:
+            if times is not None:
+                times.add(f"gate {name}", time.perf_counter() - t0)
 
     computed: dict[str, tuple[float | None, str, bool, str]] = {}
     computed["completeness"] = gate_completeness(q("completeness"), mode)
-    computed["duplicates"] = gate_duplicates(q("duplicates"))
+    computed["duplicates"] = gate_duplicates(duplicate_rows(store, cfg, sfx, queries, q, times))
     computed["resolution_sanity"] = gate_resolution_sanity(q("resolution_sanity"))
     computed["token_mapping"] = gate_token_mapping(q("token_mapping"))
     computed["high_confidence_share"] = gate_high_confidence(q("high_confidence_share"), mode, cfg)
@@ -362,6 +384,28 @@ def evaluate(
     ]
     record(store, cfg, checks, run_id, target=f"*{sfx}" if sfx else "live tables", log=log)
     return checks
+
+
+MULTI_BLOCK_DDL = "CREATE TABLE {t} (tx_hash String) ENGINE = MergeTree ORDER BY tx_hash"
+
+
+def duplicate_rows(
+    store: Store,
+    cfg: Config,
+    sfx: str,
+    queries: dict[str, str],
+    q: Callable[[str], list[dict]],
+    times: StepTimes | None,
+) -> list[dict]:
+    """The duplicates query, after its multi-block transactions went into a scratch table."""
+    table = f"{store.database}.gate_multi_block{sfx}"
+    store.command(f"DROP TABLE IF EXISTS {table} SYNC")
+    store.command(MULTI_BLOCK_DDL.format(t=table))
+    try:
+        run_statement(store, cfg, queries["multi_block_txs"], "gate multi_block_txs", times)
+        return q("duplicates")
+    finally:
+        store.command(f"DROP TABLE IF EXISTS {table} SYNC")
 
 
 def record(
@@ -443,11 +487,12 @@ def run_gate_checks(
     cfg: Config,
     mode: str = RELAXED,
     log: Callable[[str], None] | None = None,
+    times: StepTimes | None = None,
 ) -> list[GateCheck]:
     with BUILD_LOCK:
         try:
-            build_analytics(store, cfg, CHECK_SUFFIX)
-            return evaluate(store, cfg, mode, CHECK_SUFFIX, log=log)
+            build_analytics(store, cfg, CHECK_SUFFIX, times=times)
+            return evaluate(store, cfg, mode, CHECK_SUFFIX, log=log, times=times)
         finally:
             drop_analytics(store, CHECK_SUFFIX)
 
@@ -472,13 +517,16 @@ def cli_hard_gate(cfg: Config) -> int:
     except StoreError as exc:
         print(f"hard-gate: cannot open the store: {exc}")
         return 1
+    times = StepTimes()
     try:
-        checks = run_gate_checks(store, cfg, STRICT)
+        checks = run_gate_checks(store, cfg, STRICT, times=times)
     except Exception as exc:  # a broken query must not look like a pass
         print(f"hard-gate: FAILED to evaluate: {exc}")
         return 1
     finally:
         store.close()
+    for label, secs, runs in times.slowest():
+        print(f"step {label} took {secs:.1f} s ({runs} run(s))")
     for c in checks:
         print(format_check(c))
     failed = [c.result.name for c in checks if not c.result.passed]

@@ -19,6 +19,7 @@ not atomic for concurrent readers; the on-complete.log says which was used.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from engine.analytics.build import (
     NEW_SUFFIX,
     PREV_SUFFIX,
     SWAP_SUFFIX,
+    StepTimes,
     build_analytics,
     create_analytics,
     table_count,
@@ -40,7 +42,7 @@ from engine.analytics.build import (
 )
 from engine.analytics.gates import GateCheck
 from engine.analytics.snapshot import write_snapshot
-from engine.status import GateResult
+from engine.status import GateResult, RebuildProgress
 from engine.store.client import StoreError, open_store
 
 if TYPE_CHECKING:
@@ -146,28 +148,49 @@ def swap_in(store: Store, log: Callable[[str], None]) -> str:
 # Public API
 
 
-def rebuild(store: Store, cfg: Config, log: Callable[[str], None] | None = None) -> RebuildOutcome:
-    """Rebuild the analytics, run the hard gate, swap only if it passes, write the snapshot."""
+def rebuild(
+    store: Store,
+    cfg: Config,
+    log: Callable[[str], None] | None = None,
+    progress: Callable[[RebuildProgress], None] | None = None,
+) -> RebuildOutcome:
+    """Rebuild the analytics, run the hard gate, swap only if it passes, write the snapshot.
+
+    `progress` gets the build's chunks done / total and ETA (engine status, TUI, ctl status),
+    then phase "hard_gate" while the strict gates run.
+    """
     run_id = gates_mod.new_run_id("rebuild")
     say = OnCompleteLog(cfg, run_id, log)
+    report = progress or (lambda _p: None)
     with _rebuild_lock, BUILD_LOCK:
         say(
             f"started (database {store.database}, {cfg.backfill.days} days from "
             f"{cfg.backfill.start_date.isoformat()})"
         )
+        last: list[RebuildProgress] = []
+
+        def keep(p: RebuildProgress) -> None:
+            last[:] = [p]
+            report(p)
+
         try:
-            counts = build_analytics(store, cfg, NEW_SUFFIX, say)
+            counts = build_analytics(store, cfg, NEW_SUFFIX, say, progress=keep)
         except Exception as exc:
             say(f"build FAILED, live tables untouched: {exc}")
             return RebuildOutcome(False, f"build failed: {exc}", None, [], run_id)
         say("hard gate (strict) on the *_new tables")
+        if last:
+            report(dataclasses.replace(last[0], phase="hard_gate", eta_s=None))
+        times = StepTimes()
         try:
             checks: list[GateCheck] = gates_mod.evaluate(
-                store, cfg, gates_mod.STRICT, NEW_SUFFIX, run_id=run_id
+                store, cfg, gates_mod.STRICT, NEW_SUFFIX, run_id=run_id, times=times
             )
         except Exception as exc:
             say(f"hard gate could not run, live tables untouched: {exc}")
             return RebuildOutcome(False, f"hard gate error: {exc}", None, [], run_id, counts)
+        for label, secs, runs in times.slowest():
+            say(f"step {label} took {secs:.1f} s ({runs} run(s))")
         results = [c.result for c in checks]
         for c in checks:
             r = c.result

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.analytics.budget import query_settings, with_settings
 from engine.analytics.gates import GateCheck, checks_as_dict
 from engine.analytics.templating import render, sql_params
 from engine.status import GateResult
@@ -64,7 +65,7 @@ def collect(
 ) -> dict[str, Any]:
     """The snapshot document of the analytics tables `*{sfx}` (live tables by default)."""
     sql = render(SNAPSHOT_SQL, sql_params(store, cfg, sfx))
-    r = store.query_dicts(sql)[0]
+    r = store.query_dicts(with_settings(sql, query_settings(cfg)))[0]
     resolved = int(r["markets_resolved"])
     volume_total = int(r["volume_total"] or 0)
     positions = int(r["resolved_positions"])

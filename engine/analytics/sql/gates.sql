@@ -40,6 +40,29 @@ LEFT JOIN
 ) AS sreg ON d.day_idx = sreg.day_idx
 ORDER BY day_idx;
 
+-- query: multi_block_txs
+-- The transactions whose rows (after FINAL) name more than one block, over the four staging
+-- tables: written once into the scratch table gate_multi_block{sfx} (engine/analytics/gates.py
+-- creates and drops it), which the duplicates query then reads four times.
+INSERT INTO {db}.gate_multi_block{sfx}
+SELECT tx_hash
+FROM
+(
+    SELECT tx_hash, min(block_number) AS lo, max(block_number) AS hi
+    FROM {db}.erc20_transfers_staging FINAL GROUP BY tx_hash
+    UNION ALL
+    SELECT tx_hash, min(block_number), max(block_number)
+    FROM {db}.erc1155_transfers_staging FINAL GROUP BY tx_hash
+    UNION ALL
+    SELECT tx_hash, min(block_number), max(block_number)
+    FROM {db}.condition_resolutions FINAL GROUP BY tx_hash
+    UNION ALL
+    SELECT tx_hash, min(block_number), max(block_number)
+    FROM {db}.token_registrations FINAL GROUP BY tx_hash
+)
+GROUP BY tx_hash
+HAVING min(lo) != max(hi);
+
 -- query: duplicates
 -- Per table: rows left after FINAL beyond the distinct keys of the raw table (keys FINAL did not
 -- collapse; a server with do_not_merge_across_partitions_select_final = 1 leaves one per extra
@@ -47,74 +70,64 @@ ORDER BY day_idx;
 -- logs under new keys, e.g. re-staged after a reorg or by a log_index bug: FINAL keeps both).
 -- raw_rows - unique_keys (rows waiting for a background merge) is shown but harmless.
 -- Comparing count() FINAL with uniqExact(key) FINAL would always give 0 and prove nothing.
--- The rebuilt tables must have unique keys too.
-WITH
-    multi_block_txs AS (
-        SELECT tx_hash
-        FROM
-        (
-            SELECT tx_hash, block_number FROM {db}.erc20_transfers_staging FINAL
-            UNION ALL
-            SELECT tx_hash, block_number FROM {db}.erc1155_transfers_staging FINAL
-            UNION ALL
-            SELECT tx_hash, block_number FROM {db}.condition_resolutions FINAL
-            UNION ALL
-            SELECT tx_hash, block_number FROM {db}.token_registrations FINAL
-        )
-        GROUP BY tx_hash
-        HAVING uniqExact(block_number) > 1
-    )
+-- The rebuilt tables must have unique keys too. Distinct keys are counted as the groups of a
+-- GROUP BY in the table's sort order (streamed, bounded memory; same number as uniqExact).
 SELECT 'erc20_transfers_staging' AS tbl,
        (SELECT count() FROM {db}.erc20_transfers_staging FINAL) AS final_rows,
-       (SELECT uniqExact(tx_hash, log_index) FROM {db}.erc20_transfers_staging) AS unique_keys,
+       (SELECT count() FROM (SELECT 1 FROM {db}.erc20_transfers_staging
+                             GROUP BY tx_hash, log_index)) AS unique_keys,
        (SELECT count() FROM {db}.erc20_transfers_staging) AS raw_rows,
        (SELECT count() FROM {db}.erc20_transfers_staging FINAL
-        WHERE tx_hash IN (SELECT tx_hash FROM multi_block_txs)) AS multi_block_rows
+        WHERE tx_hash IN (SELECT tx_hash FROM {db}.gate_multi_block{sfx})) AS multi_block_rows
 UNION ALL
 SELECT 'erc1155_transfers_staging',
        (SELECT count() FROM {db}.erc1155_transfers_staging FINAL),
-       (SELECT uniqExact(tx_hash, log_index, batch_index) FROM {db}.erc1155_transfers_staging),
+       (SELECT count() FROM (SELECT 1 FROM {db}.erc1155_transfers_staging
+                             GROUP BY tx_hash, log_index, batch_index)),
        (SELECT count() FROM {db}.erc1155_transfers_staging),
        (SELECT count() FROM {db}.erc1155_transfers_staging FINAL
-        WHERE tx_hash IN (SELECT tx_hash FROM multi_block_txs))
+        WHERE tx_hash IN (SELECT tx_hash FROM {db}.gate_multi_block{sfx}))
 UNION ALL
 SELECT 'condition_resolutions',
        (SELECT count() FROM {db}.condition_resolutions FINAL),
-       (SELECT uniqExact(tx_hash, log_index) FROM {db}.condition_resolutions),
+       (SELECT count() FROM (SELECT 1 FROM {db}.condition_resolutions
+                             GROUP BY tx_hash, log_index)),
        (SELECT count() FROM {db}.condition_resolutions),
        (SELECT count() FROM {db}.condition_resolutions FINAL
-        WHERE tx_hash IN (SELECT tx_hash FROM multi_block_txs))
+        WHERE tx_hash IN (SELECT tx_hash FROM {db}.gate_multi_block{sfx}))
 UNION ALL
 SELECT 'token_registrations',
        (SELECT count() FROM {db}.token_registrations FINAL),
-       (SELECT uniqExact(tx_hash, log_index) FROM {db}.token_registrations),
+       (SELECT count() FROM (SELECT 1 FROM {db}.token_registrations
+                             GROUP BY tx_hash, log_index)),
        (SELECT count() FROM {db}.token_registrations),
        (SELECT count() FROM {db}.token_registrations FINAL
-        WHERE tx_hash IN (SELECT tx_hash FROM multi_block_txs))
+        WHERE tx_hash IN (SELECT tx_hash FROM {db}.gate_multi_block{sfx}))
 UNION ALL
 SELECT 'token_outcomes{sfx}',
        (SELECT count() FROM {db}.token_outcomes{sfx}),
-       (SELECT uniqExact(token_id) FROM {db}.token_outcomes{sfx}),
+       (SELECT count() FROM (SELECT 1 FROM {db}.token_outcomes{sfx} GROUP BY token_id)),
        (SELECT count() FROM {db}.token_outcomes{sfx}),
        0
 UNION ALL
 SELECT 'net_flows{sfx}',
        (SELECT count() FROM {db}.net_flows{sfx}),
-       (SELECT uniqExact(tx_hash, wallet, condition_id, outcome_index, token_id)
-        FROM {db}.net_flows{sfx}),
+       (SELECT count() FROM (SELECT 1 FROM {db}.net_flows{sfx}
+                             GROUP BY wallet, condition_id, tx_hash, outcome_index, token_id)),
        (SELECT count() FROM {db}.net_flows{sfx}),
        0
 UNION ALL
 SELECT 'trades_with_direction{sfx}',
        (SELECT count() FROM {db}.trades_with_direction{sfx}),
-       (SELECT uniqExact(tx_hash, wallet, condition_id, outcome_index, token_id)
-        FROM {db}.trades_with_direction{sfx}),
+       (SELECT count() FROM (SELECT 1 FROM {db}.trades_with_direction{sfx}
+                             GROUP BY wallet, tx_hash, condition_id, outcome_index, token_id)),
        (SELECT count() FROM {db}.trades_with_direction{sfx}),
        0
 UNION ALL
 SELECT 'wallet_market_pnl{sfx}',
        (SELECT count() FROM {db}.wallet_market_pnl{sfx}),
-       (SELECT uniqExact(wallet, condition_id) FROM {db}.wallet_market_pnl{sfx}),
+       (SELECT count() FROM (SELECT 1 FROM {db}.wallet_market_pnl{sfx}
+                             GROUP BY wallet, condition_id)),
        (SELECT count() FROM {db}.wallet_market_pnl{sfx}),
        0;
 

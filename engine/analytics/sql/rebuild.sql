@@ -1,20 +1,34 @@
 -- The rebuild: staging tables -> net_flows, trades_with_direction, wallet_market_pnl (token_outcomes
 -- is filled from Python first). Run in order by engine/analytics/build.py into the {sfx} tables
--- (normally '_new'); the hard gate then decides whether they are swapped in. Two scratch tables,
--- dropped at the end: rebuild_legs{sfx} (one row per asset movement per holder) and
--- rebuild_cash{sfx} (cash attributed per tx, holder, condition). Every step groups by tx_hash
--- (a tx lives in one day), so the whole file can run per day range.
+-- (normally '_new'); the hard gate then decides whether they are swapped in. Three scratch tables,
+-- dropped at the end: rebuild_legs{sfx} (one row per asset movement per holder),
+-- rebuild_cash{sfx} (cash attributed per tx, holder, condition) and rebuild_flows{sfx} (one day
+-- range's net flows). Every per-transaction step groups by tx_hash (a tx lives in one day), so it
+-- runs per day range.
 -- Placeholders, filled by engine/analytics/templating.py (sql_params):
 --   {db} database, {sfx} table suffix, {start_date} 'YYYY-MM-DD', {days} configured days,
 --   {cash_tokens} the ERC20 counted as cash: the collateral (contracts.collateral),
 --   {issuers} ConditionalTokens contracts (contracts.erc1155): they mint/burn outcome tokens and
 --     hold the collateral, so they are never holders,
---   {exchanges} contracts.exchanges, {system} every configured contract address.
+--   {exchanges} contracts.exchanges, {system} every configured contract address,
+--   {day_from}, {day_to} the day range of one chunk (section chunk, engine/analytics/build.py).
 -- Only rows of days whose checkpoint is COMPLETE (for this start_date, within the configured days)
 -- are read, each staging table with FINAL. Formulas and signs: docs/ANALYTICS.md.
+--
+-- Three sections, each introduced by a "-- section: NAME" line (docs/ANALYTICS.md, "Memory and
+-- time"):
+--   setup   once: the scratch tables;
+--   chunk   once per day range: legs, cash attribution, net flows and trades of the range,
+--           appended to net_flows{sfx} and trades_with_direction{sfx}. A range holds whole
+--           staging partitions (intDiv(day_idx, 32)) or a part of one, so its FINAL (within a
+--           partition) reads only those;
+--   finish  once: wallet_market_pnl{sfx} over all net flows (grouped in net_flows' sort order),
+--           then the scratch tables are dropped.
 
+-- section: setup
 DROP TABLE IF EXISTS {db}.rebuild_legs{sfx} SYNC;
 DROP TABLE IF EXISTS {db}.rebuild_cash{sfx} SYNC;
+DROP TABLE IF EXISTS {db}.rebuild_flows{sfx} SYNC;
 
 -- One row per asset movement per holder: each transfer gives a + leg to the receiver and a - leg to
 -- the sender. The zero address (mint/burn) and the issuers are not holders.
@@ -37,6 +51,27 @@ CREATE TABLE {db}.rebuild_legs{sfx}
 )
 ENGINE = MergeTree
 ORDER BY (tx_hash, holder);
+
+-- Cash attributed per (tx, holder, condition): see the chunk's INSERT below.
+CREATE TABLE {db}.rebuild_cash{sfx}
+(
+    tx_hash      String,
+    holder       String,
+    condition_id String,
+    usdc_delta   Int256
+)
+ENGINE = MergeTree
+ORDER BY (tx_hash, holder);
+
+-- One day range's net flows, before they are appended to net_flows{sfx} (its trades are read here).
+CREATE TABLE {db}.rebuild_flows{sfx} AS {db}.net_flows{sfx}
+ENGINE = MergeTree
+ORDER BY (tx_hash, wallet);
+
+-- section: chunk
+TRUNCATE TABLE {db}.rebuild_legs{sfx};
+TRUNCATE TABLE {db}.rebuild_cash{sfx};
+TRUNCATE TABLE {db}.rebuild_flows{sfx};
 
 -- Token legs (ERC1155 TransferSingle / TransferBatch items of the issuers).
 INSERT INTO {db}.rebuild_legs{sfx}
@@ -69,6 +104,7 @@ WITH
             [(t.to_address, toInt256(t.value), t.from_address),
              (t.from_address, -toInt256(t.value), t.to_address)] AS leg
         WHERE t.contract IN {issuers}
+          AND t.day_idx BETWEEN {day_from} AND {day_to}
           AND t.day_idx IN (SELECT day_idx FROM complete_days)
     )
 SELECT
@@ -116,6 +152,7 @@ ARRAY JOIN
     [(t.to_address, toInt256(t.value), t.from_address),
      (t.from_address, -toInt256(t.value), t.to_address)] AS leg
 WHERE t.token IN {cash_tokens}
+  AND t.day_idx BETWEEN {day_from} AND {day_to}
   AND t.day_idx IN (SELECT day_idx FROM complete_days)
   AND leg.1 != '0x0000000000000000000000000000000000000000'
   AND leg.1 NOT IN {issuers};
@@ -128,16 +165,6 @@ WHERE t.token IN {cash_tokens}
 -- consecutive token legs of one condition and sign are one run). A paired cash leg belongs to its
 -- run's condition; an unpaired one to the one condition the holder's token legs touched in the tx,
 -- else to condition ''. Grouped by tx_hash (a tx lives in one day): works per day range.
-CREATE TABLE {db}.rebuild_cash{sfx}
-(
-    tx_hash      String,
-    holder       String,
-    condition_id String,
-    usdc_delta   Int256
-)
-ENGINE = MergeTree
-ORDER BY (tx_hash, holder);
-
 INSERT INTO {db}.rebuild_cash{sfx}
 SELECT
     tx_hash,
@@ -202,7 +229,7 @@ HAVING usdc_delta != 0;
 -- net_flows: token rows per (tx, holder, token) with a non-zero net, plus the attributed cash. Per
 -- (tx, holder, condition) the cash goes on the token row when exactly one token of that condition
 -- moved for the holder, else on a cash row (outcome_index -1) of the condition.
-INSERT INTO {db}.net_flows{sfx}
+INSERT INTO {db}.rebuild_flows{sfx}
 WITH
     per_holder AS (
         SELECT
@@ -317,6 +344,8 @@ ARRAY JOIN
            [(toInt16(-1), toUInt256(0), toInt256(0), usdc_delta)],
            [])) AS row;
 
+INSERT INTO {db}.net_flows{sfx} SELECT * FROM {db}.rebuild_flows{sfx};
+
 -- trades_with_direction: the trade rows of wallets. Direction from the row's own leg (token leg
 -- first, else cash); confidence from the opposite leg the pairing gave the same wallet in the same
 -- tx and condition (its cash there for a token row, its token legs there for a cash row).
@@ -360,13 +389,14 @@ FROM
         sum(usdc_delta) OVER pair AS pair_usdc_delta,
         max(token_delta > 0) OVER pair AS pair_tokens_in,
         max(token_delta < 0) OVER pair AS pair_tokens_out
-    FROM {db}.net_flows{sfx}
+    FROM {db}.rebuild_flows{sfx}
     WHERE is_system = 0
     WINDOW tx AS (PARTITION BY tx_hash, wallet),
            pair AS (PARTITION BY tx_hash, wallet, condition_id)
 )
 WHERE kind = 'trade';
 
+-- section: finish
 -- wallet_market_pnl: positions per outcome, cash, payout value and PnL per (wallet, condition).
 -- Payout arrays are 1-based in ClickHouse: outcome i pays payout_numerators[i + 1].
 INSERT INTO {db}.wallet_market_pnl{sfx}
@@ -386,19 +416,30 @@ WITH
         WHERE day_idx IN (SELECT day_idx FROM complete_days)
         GROUP BY condition_id
     ),
+    -- Grouped by a prefix of net_flows' sort key, so the grouping streams in that order.
+    per_wallet AS (
+        SELECT
+            wallet,
+            condition_id,
+            sumMap([outcome_index], [token_delta]) AS held,  -- (outcome indexes, net tokens)
+            sum(usdc_delta) AS cash_units,
+            count() AS flows
+        FROM {db}.net_flows{sfx}
+        WHERE is_system = 0 AND condition_id != ''
+        GROUP BY wallet, condition_id
+    ),
     positions AS (
         SELECT
-            f.wallet AS wallet,
-            f.condition_id AS condition_id,
+            w.wallet AS wallet,
+            w.condition_id AS condition_id,
             m.outcome_count AS outcome_count,
-            sumForEach(arrayMap(i -> if(toInt16(i) = f.outcome_index, f.token_delta, toInt256(0)),
-                                range(m.outcome_count))) AS positions,
-            sum(f.usdc_delta) AS cash_units,
-            count() AS flows
-        FROM {db}.net_flows{sfx} AS f
-        INNER JOIN markets AS m ON f.condition_id = m.condition_id
-        WHERE f.is_system = 0 AND f.condition_id != ''
-        GROUP BY f.wallet, f.condition_id, m.outcome_count
+            arrayMap(i -> if(has(w.held.1, toInt16(i)),
+                             toInt256(w.held.2[indexOf(w.held.1, toInt16(i))]), toInt256(0)),
+                     range(m.outcome_count)) AS positions,
+            w.cash_units AS cash_units,
+            w.flows AS flows
+        FROM per_wallet AS w
+        INNER JOIN markets AS m ON w.condition_id = m.condition_id
     )
 SELECT
     p.wallet,
@@ -420,3 +461,4 @@ LEFT JOIN resolutions AS r ON p.condition_id = r.condition_id;
 
 DROP TABLE IF EXISTS {db}.rebuild_legs{sfx} SYNC;
 DROP TABLE IF EXISTS {db}.rebuild_cash{sfx} SYNC;
+DROP TABLE IF EXISTS {db}.rebuild_flows{sfx} SYNC;
