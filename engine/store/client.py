@@ -72,6 +72,12 @@ class Store(ABC):
         """Insert JSONCompactEachRow lines (bytes, one row per line) as they are."""
 
     @abstractmethod
+    def insert_raw(
+        self, table: str, columns: Sequence[str], data: bytes, fmt: str, settings: dict[str, str]
+    ) -> None:
+        """Insert `data` in ClickHouse input format `fmt` as it is, with query `settings`."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release the store."""
 
@@ -138,6 +144,16 @@ class ChdbStore(Store):
             return
         cols = ", ".join(columns)
         self._run(f"INSERT INTO {table} ({cols}) FORMAT JSONCompactEachRow\n{data.decode()}")
+
+    def insert_raw(
+        self, table: str, columns: Sequence[str], data: bytes, fmt: str, settings: dict[str, str]
+    ) -> None:
+        if not data:
+            return
+        cols = ", ".join(columns)
+        opts = ", ".join(f"{k} = '{v}'" for k, v in settings.items())
+        head = f"INSERT INTO {table} ({cols})" + (f" SETTINGS {opts}" if opts else "")
+        self._run(f"{head} FORMAT {fmt}\n{data.decode()}")
 
     def close(self) -> None:
         try:
@@ -218,6 +234,22 @@ class ServerStore(Store):
         try:
             self._client().raw_insert(
                 table, column_names=list(columns), insert_block=data, fmt="JSONCompactEachRow"
+            )
+        except Exception as exc:
+            raise StoreError(self._mask(str(exc))) from exc
+
+    def insert_raw(
+        self, table: str, columns: Sequence[str], data: bytes, fmt: str, settings: dict[str, str]
+    ) -> None:
+        if not data:
+            return
+        try:
+            self._client().raw_insert(
+                table,
+                column_names=list(columns),
+                insert_block=data,
+                fmt=fmt,
+                settings=settings,
             )
         except Exception as exc:
             raise StoreError(self._mask(str(exc))) from exc

@@ -133,3 +133,19 @@ CREATE TABLE IF NOT EXISTS {db}.day_blocks
 )
 ENGINE = ReplacingMergeTree(updated_at)
 ORDER BY (chain_id, start_date, day_idx);
+
+-- Logs and rows per raw chunk and kind, written by the decode views (engine/store/sql/decode.sql);
+-- checkpoint counts and skip reports are read from here. Kept a week.
+CREATE TABLE IF NOT EXISTS {db}.decode_counts
+(
+    insert_id  UInt64,
+    chunk_id   UInt64,
+    day_idx    UInt32,
+    kind       LowCardinality(String),
+    logs       UInt64,
+    rows       UInt64,
+    created_at DateTime('UTC') DEFAULT now()
+)
+ENGINE = MergeTree
+ORDER BY (day_idx, chunk_id, insert_id, kind)
+TTL created_at + INTERVAL 7 DAY;
