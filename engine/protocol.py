@@ -6,7 +6,8 @@ format is in docs/INTERNALS.md). `encode(msg)` writes a message, `decode(obj)` r
 numbers) travel as "from" / "to". Nothing else in the engine reads or builds these JSON objects.
 
 A `Rows` message is a header line followed by exactly `n` raw JSONCompactEachRow lines (`bytes`
-bytes in all), so the console reads them in one call and passes them to the store unparsed.
+bytes in all), so the console reads them in one call and passes them to the store unparsed. A
+`Logs` message is a header line followed by `bytes` bytes of a node's JSON log array, likewise.
 """
 
 from __future__ import annotations
@@ -123,6 +124,25 @@ class Rows(Message):
 
 
 @dataclass(slots=True)
+class Logs(Message):
+    """A piece of an eth_getLogs answer: `data` is a JSON array of `n` log objects, the node's
+    bytes untouched, decoded by the store (engine/store/raw_logs.py).
+
+    `chunk` ids of one day are consecutive (the worker's nonce in the high 32 bits); the DayDone
+    names the first and last. `skip_cp_from` marks the "to a counterparty" filter (its transfers
+    from a counterparty came with the "from" filter already). `ts` holds [block, timestamp] pairs
+    when the node's logs lack blockTimestamp."""
+
+    T: ClassVar[str] = "logs"
+    day: int
+    chunk: int
+    n: int
+    skip_cp_from: bool = False
+    ts: list[list[int]] = field(default_factory=list)
+    data: bytes = b""
+
+
+@dataclass(slots=True)
 class Heartbeat(Message):
     T: ClassVar[str] = "hb"
     day: int | None = None
@@ -148,6 +168,10 @@ class DayDone(Message):
     erc1155: int = 0
     resolutions: int = 0
     registrations: int = 0
+    #: [first, last] chunk id of the day's Logs (None: no Logs, the counts above are the rows);
+    #: the console takes the counts from the store then, checking it parsed `logs` logs.
+    chunks: list[int] | None = None
+    logs: int = 0
 
 
 @dataclass(slots=True)
@@ -178,8 +202,8 @@ class Done(Message):
 
 MESSAGES: dict[str, type[Message]] = {
     cls.T: cls
-    for cls in (Plan, Pause, Resume, Stop, Hello, Range, Rows, Heartbeat, DayDone, Error, RpcReport)
-    + (Done,)
+    for cls in (Plan, Pause, Resume, Stop, Hello, Range, Rows, Logs, Heartbeat, DayDone, Error)
+    + (RpcReport, Done)
 }
 
 
@@ -188,7 +212,7 @@ def to_wire(msg: Message) -> dict[str, Any]:
     """The JSON object of a message ("t" first; Rows without its data)."""
     out: dict[str, Any] = {"t": msg.T}
     for f in dataclasses.fields(msg):
-        if isinstance(msg, Rows) and f.name == "data":
+        if isinstance(msg, Rows | Logs) and f.name == "data":
             continue
         value = getattr(msg, f.name)
         if dataclasses.is_dataclass(value):
@@ -201,7 +225,7 @@ def to_wire(msg: Message) -> dict[str, Any]:
 
 def encode(msg: Message) -> bytes:
     """One JSON line (a Rows header is followed by its data)."""
-    if isinstance(msg, Rows):
+    if isinstance(msg, Rows | Logs):
         header = to_wire(msg)
         header["bytes"] = len(msg.data)
         return orjson.dumps(header) + b"\n" + msg.data
@@ -273,5 +297,11 @@ def read_message(stream: IO[bytes]) -> Message | None:
             return None
         if data.count(b"\n") != msg.n:
             raise ProtocolError(f"rows message: {msg.n} rows announced, data has other count")
+        msg.data = data
+    elif isinstance(msg, Logs):
+        size = int(obj.get("bytes", 0))
+        data = stream.read(size) if size else b""
+        if len(data) != size:
+            return None  # cut short: never acknowledged by a DayDone
         msg.data = data
     return msg

@@ -32,6 +32,7 @@ from engine.protocol import (
     Done,
     Error,
     Heartbeat,
+    Logs,
     Message,
     Plan,
     PlanBackfill,
@@ -56,7 +57,7 @@ from engine.status import (
     RpcHealth,
     WorkerStatus,
 )
-from engine.store import panels
+from engine.store import panels, raw_logs
 from engine.store.client import Store, open_store
 from engine.store.loader import Loader
 from engine.supervisor import Shard, Supervisor
@@ -207,6 +208,8 @@ class Engine:
             self.cfg.backfill.start_date,
             on_checkpoint=self._on_checkpoint,
             on_error=lambda m: self._record_error("store", m, None),
+            decode_filter=raw_logs.filter_of(self.cfg.contracts),
+            on_skip=self._on_skip,
         )
         self.loader.start()
         self.supervisor = Supervisor(
@@ -298,7 +301,12 @@ class Engine:
     def _on_message(self, sh: Shard, msg: Message) -> None:
         loader = self.loader
         assert loader is not None
-        if isinstance(msg, Rows):
+        if isinstance(msg, Logs):
+            stamps = {int(b): int(t) for b, t in msg.ts}
+            loader.add_chunk(
+                raw_logs.Chunk(msg.chunk, msg.day, msg.data, msg.n, msg.skip_cp_from, stamps)
+            )
+        elif isinstance(msg, Rows):
             loader.add_rows(msg.table, msg.data, msg.n)
         elif isinstance(msg, DayDone):
             self.progress.day_done(msg.day, msg.first, msg.last)
@@ -308,7 +316,10 @@ class Engine:
                 "resolutions": msg.resolutions,
                 "registrations": msg.registrations,
             }
-            loader.add_checkpoint(sh.shard, msg.day, msg.first, msg.last, counts)
+            chunks = (int(msg.chunks[0]), int(msg.chunks[1])) if msg.chunks else None
+            loader.add_checkpoint(
+                sh.shard, msg.day, msg.first, msg.last, counts, chunks=chunks, logs=msg.logs
+            )
         elif isinstance(msg, Range):
             self.progress.set_range(msg.day, msg.first, msg.last)
             loader.add_range(msg.day, msg.first, msg.last)
@@ -348,6 +359,11 @@ class Engine:
     def _on_checkpoint(self, day: int) -> None:
         self.progress.checkpointed(day, day % self.shards)
         self._wake.set()
+
+    def _on_skip(self, shard: int, day: int, reason: str, n: int) -> None:
+        """The store skipped logs of a day it decoded (erc721-shaped, malformed): reported as the
+        worker's decoder did."""
+        self._record_error("decode_skip", f"day {day}: {reason}: {n} log(s) skipped", shard, n)
 
     def _record_error(self, kind: str, message: str, shard: int | None, count: int = 1) -> None:
         with self.lock:

@@ -32,6 +32,7 @@ from engine.protocol import (
     Error,
     Heartbeat,
     Hello,
+    Logs,
     Message,
     Pause,
     Phase,
@@ -251,7 +252,7 @@ class Supervisor:
 
     def _note(self, sh: Shard, msg: Message) -> None:
         now = self.clock()
-        if isinstance(msg, (Heartbeat, Hello, Rows, DayDone, Range)):
+        if isinstance(msg, (Heartbeat, Hello, Rows, Logs, DayDone, Range)):
             sh.last_hb = now
             sh.heard = True  # tick() turns STARTING into RUNNING
         if isinstance(msg, Heartbeat):
@@ -264,7 +265,7 @@ class Supervisor:
                 sh.last_error = next(reversed(sh.failed_days.values()))
             sh.days_done += 1
             sh.backoff_s = 0.0  # healthy again: the next failure starts from the initial backoff
-        elif isinstance(msg, Rows):
+        elif isinstance(msg, Rows | Logs):
             sh.rows += msg.n
         elif isinstance(msg, Error):
             text = f"{msg.kind}: {msg.msg}"[:300]

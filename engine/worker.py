@@ -15,11 +15,13 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import random
+import re
 import signal
 import sys
 import threading
 import time
-from collections import Counter
+from collections.abc import Iterator
 from typing import IO, Any
 
 from engine.constants import (
@@ -30,7 +32,7 @@ from engine.constants import (
     TRANSFER_TOPIC,
 )
 from engine.days import BlockClock, day_start_ts
-from engine.decode import DecodeFilter, decode_logs
+from engine.decode import DecodeFilter
 from engine.masking import mask_secrets
 from engine.protocol import (
     PARENT_PID_ENV,
@@ -39,6 +41,7 @@ from engine.protocol import (
     Error,
     Heartbeat,
     Hello,
+    Logs,
     Message,
     Pause,
     Phase,
@@ -50,7 +53,6 @@ from engine.protocol import (
     Stop,
     decode_line,
     encode,
-    encode_rows,
 )
 from engine.rpc.pool import RangeFailed, RpcError, RpcPool
 
@@ -62,12 +64,35 @@ FINALITY_POLL_S = 10.0
 #: Default seconds before a day that failed is tried again (plan backfill.failed_day_retry_s).
 FAILED_DAY_RETRY_S = 30.0
 CHUNK_HEARTBEAT_S = 0.5
+#: Largest piece of an eth_getLogs answer sent to the console at once (a 2,000-block answer of
+#: 200,000 logs, ~130 MB, goes in ~33 pieces, each inserted and decoded on its own).
+PIECE_BYTES = 4 << 20
+_BETWEEN_LOGS = re.compile(rb"\}\s*,\s*\{")
 #: This worker's request budget (per URL, per second) from which the day search batches probes.
 BATCH_SEARCH_MIN_RPS = 50.0
 #: Most eth_getBlockByNumber calls in one JSON-RPC batch for log timestamps (providers commonly
 #: accept 100-1,000 per batch); below it, this worker's requests_per_second.
 TS_BATCH_MAX = 100
 PR_SET_PDEATHSIG = 1
+
+
+def split_pieces(data: bytes, n: int, limit: int) -> Iterator[tuple[bytes, int]]:
+    """A JSON array of log objects in pieces of about ``limit`` bytes, each a JSON array, cut
+    between two log objects (log objects hold no nested objects), with its log count."""
+    if len(data) <= limit or n <= 1:
+        yield data, n
+        return
+    body_end = data.rindex(b"]")
+    start = data.index(b"[") + 1
+    while True:
+        m = _BETWEEN_LOGS.search(data, start + limit, body_end)
+        if m is None:
+            piece = b"[" + data[start:body_end].strip() + b"]"
+            yield piece, piece.count(b'"logIndex"')
+            return
+        piece = b"[" + data[start : m.start() + 1].strip() + b"]"
+        yield piece, piece.count(b'"logIndex"')
+        start = m.end() - 1
 
 
 def topic_for_address(addr: str) -> str:
@@ -144,6 +169,9 @@ class Worker:
         self.last_alive = time.monotonic()
         self.last_chunk_hb = 0.0
         self.safe_head = -1
+        # Chunk ids: this process's nonce in the high 32 bits, a sequence number in the low ones.
+        self.nonce = random.SystemRandom().getrandbits(31) + 1
+        self.chunk_seq = 0
 
     # ---- output -------------------------------------------------------------------------------
     def send(self, msg: Message) -> None:
@@ -251,18 +279,15 @@ class Worker:
         """(addresses, topics) filters that together return every captured log of a range."""
         return queries_for(self.filter)
 
-    def timestamps_for(self, logs: list[dict]) -> dict[int, int] | None:
-        """Timestamps of the blocks of logs that lack ``blockTimestamp`` (None: all carry it).
+    def timestamps_for(self, blocks: set[int]) -> dict[int, int]:
+        """Timestamps of these blocks (whose logs lack ``blockTimestamp``).
 
         Each block is asked at most once per day (the day search's blocks are reused): the
         blocks not known yet go out in JSON-RPC batches of at most ``ts_batch`` calls (every
         call of a batch takes a budget token, so a batch stays within a second's budget).
         """
-        missing = {int(x["blockNumber"], 16) for x in logs if x.get("blockTimestamp") is None}
-        if not missing:
-            return None
         known = self.clock.cache
-        todo = sorted(b for b in missing if b not in self.log_ts and b not in known)
+        todo = sorted(b for b in blocks if b not in self.log_ts and b not in known)
         for i in range(0, len(todo), self.ts_batch):
             chunk = todo[i : i + self.ts_batch]
             if len(chunk) == 1:
@@ -270,63 +295,66 @@ class Worker:
             else:
                 got = self.pool.block_timestamps(chunk)
             self.log_ts.update(zip(chunk, got, strict=True))
-        return {b: known[b] if b in known else self.log_ts[b] for b in missing}
+        return {b: known[b] if b in known else self.log_ts[b] for b in blocks}
+
+    def next_chunk(self) -> int:
+        self.chunk_seq += 1
+        return (self.nonce << 32) | (self.chunk_seq & 0xFFFFFFFF)
 
     def run_day(self, day: int) -> bool:
-        """Fetch one day. True when COMPLETE was reported; False when stopped or not final."""
+        """Fetch one day. True when COMPLETE was reported; False when stopped or not final.
+
+        Logs are not parsed here: each answer's JSON array goes to the console as it came (in
+        pieces of at most PIECE_BYTES), the store decodes it and counts the day's rows."""
         self.alive(day=day, phase=Phase.RANGE, rows=0, first=0, last=0)
         rng = self.day_range(day)
         if rng is None:
             return False
         first, last = rng
-        counts: Counter = Counter()
-        skipped: Counter = Counter()
-        seen: set[tuple[str, int]] = set()  # a CP -> CP transfer comes back from both filters
-        for address, topics in self.queries() if first <= last else []:
+        first_chunk = self.chunk_seq + 1
+        n_logs = 0
+        cps_both = bool(self.filter.erc20_counterparties)
+        for qi, (address, topics) in enumerate(self.queries() if first <= last else []):
             self.alive(phase=Phase.FETCH, first=first, last=last)
-            # Sub-ranges adapt to the provider; rows go out after each successful request.
-            for lo, hi, logs in self.pool.iter_logs(first, last, address, topics):
-                decoded = decode_logs(logs, day, self.filter, self.timestamps_for(logs))
-                decoded.erc20 = [r for r in decoded.erc20 if (r[0], r[1]) not in seen]
-                seen.update((r[0], r[1]) for r in decoded.erc20)
-                parts = []
-                for table, rows in decoded.by_table().items():
-                    if rows:
-                        counts[table] += len(rows)
-                        parts.append(encode_rows(day, table, rows))
-                skipped.update(decoded.skipped)
-                self.alive(rows=sum(counts.values()), first=lo, last=hi)
-                # Progress rides along with the rows, at most every CHUNK_HEARTBEAT_S (each
-                # message wakes a console thread; the heartbeat thread covers quiet times).
-                now = time.monotonic()
-                if now - self.last_chunk_hb >= CHUNK_HEARTBEAT_S:
-                    self.last_chunk_hb = now
-                    parts.append(encode(self._heartbeat()))
-                if parts:
+            # The "to a counterparty" filter (second of three) also returns transfers from one,
+            # which the first filter returned already: the store drops those (skip_cp_from).
+            skip = cps_both and qi == 1
+            # Sub-ranges adapt to the provider; logs go out after each successful request.
+            for lo, hi, raw in self.pool.iter_logs(first, last, address, topics, raw=True):
+                ts: list[list[int]] = []
+                if raw.n and raw.lacks_timestamps():
+                    ts = [list(x) for x in sorted(self.timestamps_for(raw.block_numbers()).items())]
+                for piece, n in split_pieces(raw.data, raw.n, PIECE_BYTES):
+                    n_logs += n
+                    msg = Logs(day=day, chunk=self.next_chunk(), n=n, skip_cp_from=skip, ts=ts)
+                    msg.data = piece
+                    self.alive(rows=n_logs, first=lo, last=hi)
+                    parts = [encode(msg)]
+                    # Progress rides along, at most every CHUNK_HEARTBEAT_S (each message wakes
+                    # a console thread; the heartbeat thread covers quiet times).
+                    now = time.monotonic()
+                    if now - self.last_chunk_hb >= CHUNK_HEARTBEAT_S:
+                        self.last_chunk_hb = now
+                        parts.append(encode(self._heartbeat()))
                     self._write(b"".join(parts))
+                    if self.stop.is_set():
+                        return False
+                if not raw.n:
+                    self.alive(first=lo, last=hi)
                 self.wait_if_paused()
                 if self.stop.is_set():
                     return False
-        for reason in ("erc721_shaped", "malformed"):
-            if skipped[reason]:
-                self.error("decode_skip", f"{reason}: {skipped[reason]} log(s) skipped", day)
-        self.send(
-            DayDone(
-                day=day,
-                first=first,
-                last=last,
-                erc20=counts["erc20"],
-                erc1155=counts["erc1155"],
-                resolutions=counts["resolutions"],
-                registrations=counts["registrations"],
-            )
-        )
+        chunks = [first_chunk, self.chunk_seq] if self.chunk_seq >= first_chunk else None
+        if chunks is not None:
+            chunks = [(self.nonce << 32) | c for c in chunks]
+        self.send(DayDone(day=day, first=first, last=last, chunks=chunks, logs=n_logs))
         log.info(
-            "day %d COMPLETE blocks %d-%d rows %s timestamp_calls %d",
+            "day %d COMPLETE blocks %d-%d logs %d chunks %s timestamp_calls %d",
             day,
             first,
             last,
-            dict(counts),
+            n_logs,
+            chunks,
             len(self.log_ts),
         )
         self.log_ts.clear()  # the day's blocks are never asked again

@@ -3,11 +3,15 @@
 ``encode`` builds a single request or a batch; ``interpret`` turns the HTTP status and body into
 a ``Classified`` (engine.rpc.errors) plus the result, checking ids (a batch's ids must all come
 back; a single answer must echo its id). The pool does the I/O and the retries.
+``raw_logs_result`` takes a plain eth_getLogs answer's result array as bytes without parsing the
+logs (the store decodes them: engine/store/raw_logs.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -70,3 +74,67 @@ def interpret(
 
 def _with_result(c: Classified, parsed: dict) -> tuple[Classified, Any]:
     return c, (parsed.get("result") if c.kind == rpc_errors.OK else None)
+
+
+@dataclass(slots=True)
+class RawLogs:
+    """An eth_getLogs result kept as the node's bytes: a JSON array of log objects.
+
+    ``n`` is the number of logs (occurrences of the "logIndex" key, which every log has).
+    ``len()`` and iteration (only the block numbers, for log_density under a result cap) make it
+    stand in for the list of dicts the range control reads.
+    """
+
+    data: bytes
+    n: int
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        for m in _BLOCK_NUMBER.finditer(self.data):
+            yield {"blockNumber": m.group(1).decode()}
+
+    def block_numbers(self) -> set[int]:
+        return {int(m.group(1), 16) for m in _BLOCK_NUMBER.finditer(self.data)}
+
+    def lacks_timestamps(self) -> bool:
+        return self.data.count(b'"blockTimestamp"') < self.n
+
+    @classmethod
+    def of(cls, logs: list) -> RawLogs:
+        return cls(orjson.dumps(logs), len(logs))
+
+
+_BLOCK_NUMBER = re.compile(rb'"blockNumber"\s*:\s*"(0x[0-9a-fA-F]+)"')
+_RESULT = re.compile(rb'"result"\s*:\s*\[')
+
+
+def raw_logs_result(status: int | None, content: bytes, req_id: int) -> RawLogs | None:
+    """The result array of a plain successful eth_getLogs answer, without parsing its logs.
+
+    Only the common shape is taken this way: HTTP 200, an object whose "result" array is its last
+    member, no "error" before it, the id (before it) echoed. Anything else returns None and goes
+    through ``interpret`` (which parses it all and classifies errors)."""
+    if status != 200:
+        return None
+    m = _RESULT.search(content, 0, 4096)
+    if m is None:
+        return None
+    head = content[: m.start()].rstrip()
+    if not head.startswith(b"{") or b'"error"' in head:
+        return None
+    try:
+        meta = orjson.loads(head.rstrip(b",") + b"}")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(meta, dict) or meta.get("id") not in (req_id, str(req_id)):
+        return None
+    end = len(content.rstrip())
+    if end < 2 or content[end - 1 : end] != b"}":
+        return None
+    tail = content[: end - 1].rstrip()
+    if not tail.endswith(b"]"):
+        return None
+    data = content[m.end() - 1 : len(tail)]
+    return RawLogs(data, data.count(b'"logIndex"'))

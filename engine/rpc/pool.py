@@ -247,19 +247,25 @@ class RpcPool:
         return out
 
     def iter_logs(
-        self, from_block: int, to_block: int, address: list[str] | str | None, topics: list
-    ) -> Iterator[tuple[int, int, list[dict]]]:
+        self,
+        from_block: int,
+        to_block: int,
+        address: list[str] | str | None,
+        topics: list,
+        raw: bool = False,
+    ) -> Iterator[tuple[int, int, Any]]:
         """Like get_logs, but yields ``(lo, hi, logs)`` after each successful request, in order.
 
         The sub-ranges are contiguous and cover [from_block, to_block] exactly. Iterating a whole
         day this way (rather than in fixed chunks) lets the adaptive range use every request
-        fully while the caller still sees progress per request.
+        fully while the caller still sees progress per request. With ``raw`` each yields a
+        ``jsonrpc.RawLogs`` (the result array's bytes) instead of a list of dicts.
         """
         cur = int(from_block)
         to_block = int(to_block)
         narrow: int | None = None  # while isolating failing blocks: the span that worked last
         while cur <= to_block:
-            end, logs, narrow = self._fetch_chunk(cur, to_block, address, topics, narrow)
+            end, logs, narrow = self._fetch_chunk(cur, to_block, address, topics, narrow, raw)
             yield cur, end, logs
             cur = end + 1
 
@@ -382,6 +388,7 @@ class RpcPool:
         range_errors: bool = False,
         batch: bool = False,
         blame_range: bool = False,
+        raw: bool = False,
     ) -> Any:
         """POST one request to one URL. Returns the result or raises _AttemptFailed /
         _RangeTooBig (only when ``range_errors``) / RpcError (not retryable).
@@ -391,6 +398,9 @@ class RpcPool:
 
         With ``batch``, ``params`` is a list of params lists sent as one JSON-RPC batch; the
         result is the list of results in the same order (any failed element fails the attempt).
+
+        With ``raw`` (eth_getLogs) the result is a ``jsonrpc.RawLogs``: the answer's result array
+        as bytes, its logs never parsed when the answer has the plain shape.
         """
         ep.bucket.acquire(len(params) if batch else 1)  # providers count every call of a batch
         req_id = next(self._ids)
@@ -413,7 +423,13 @@ class RpcPool:
             detail = str(exc)
         else:
             detail = ""
-            c, result = jsonrpc.interpret(status, resp.body, req_id, ids, self._mask)
+            fast = jsonrpc.raw_logs_result(status, resp.body, req_id) if raw else None
+            if fast is not None:
+                c, result = Classified(rpc_errors.OK), fast
+            else:
+                c, result = jsonrpc.interpret(status, resp.body, req_id, ids, self._mask)
+                if raw and c.kind == rpc_errors.OK and isinstance(result, list):
+                    result = jsonrpc.RawLogs.of(result)
         elapsed = time.monotonic() - t0
         with self._lock:
             ep.record_call(t0, elapsed, method, len(params) if batch else 1)
@@ -481,7 +497,8 @@ class RpcPool:
         address: list[str] | str | None,
         topics: list,
         narrow: int | None = None,
-    ) -> tuple[int, list[dict], int | None]:
+        raw: bool = False,
+    ) -> tuple[int, Any, int | None]:
         """Fetch the logs of one sub-range starting at ``start``; return (end, logs, narrow).
 
         A sub-range that keeps failing for a non-range reason is bisected (``BlockSearch``)
@@ -521,6 +538,7 @@ class RpcPool:
                             validate=_logs_problem,
                             range_errors=True,
                             blame_range=searching,
+                            raw=raw,
                         )
                     except _RangeTooBig as exc:
                         self._shrink(ep, key, start, end, exc.classified)
@@ -597,6 +615,6 @@ class RpcPool:
 
 
 def _logs_problem(result: Any) -> str | None:
-    if isinstance(result, list):
+    if isinstance(result, list | jsonrpc.RawLogs):
         return None
     return f"eth_getLogs returned {type(result).__name__}, not a list"

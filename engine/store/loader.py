@@ -4,12 +4,17 @@ Ordering rule (DESIGN.md 4): a day's checkpoint is inserted only in the same flu
 later flush than, every row of that day. Rows and checkpoints are swapped out of the buffers
 together under one lock, rows are inserted first, and a failed row insert keeps everything for
 the next attempt, so a checkpoint can never reach the store ahead of its rows.
+
+Raw log chunks (workers' eth_getLogs answers, engine/store/raw_logs.py) go in the same way, before
+the checkpoints; a checkpoint whose day came as chunks takes its counts from what the store
+decoded (decode_counts) and is written only when the store parsed every log the worker sent.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
 import threading
 import time
 from collections import defaultdict
@@ -17,7 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.decode import TABLES
+from engine.decode import TABLES, DecodeFilter
+from engine.store import raw_logs
 from engine.store.client import Store
 
 log = logging.getLogger("loader")
@@ -63,13 +69,19 @@ class _Pending:
     rows: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
     row_counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     checkpoints: list[list[Any]] = field(default_factory=list)
+    # Per checkpoint (same order): (first chunk id, last chunk id, logs) when its day came as
+    # raw chunks, else None.
+    spans: list[tuple[int, int, int] | None] = field(default_factory=list)
     ranges: list[list[Any]] = field(default_factory=list)
+    chunks: list[raw_logs.Chunk] = field(default_factory=list)
+    chunk_logs: int = 0
+    chunk_bytes: int = 0
 
     def total_rows(self) -> int:
-        return sum(self.row_counts.values())
+        return sum(self.row_counts.values()) + self.chunk_logs
 
     def empty(self) -> bool:
-        return not (self.total_rows() or self.checkpoints or self.ranges)
+        return not (self.total_rows() or self.checkpoints or self.ranges or self.chunks)
 
 
 class Loader:
@@ -86,6 +98,9 @@ class Loader:
         flush_interval_s: float = 1.0,
         max_buffered_rows: int = 500_000,
         heartbeat_interval_s: float = 5.0,
+        decode_filter: DecodeFilter | None = None,
+        on_skip: Callable[[int, int, str, int], None] | None = None,
+        max_buffered_bytes: int = 256 << 20,
     ) -> None:
         self.store = store
         self.chain_id = chain_id
@@ -96,6 +111,10 @@ class Loader:
         self.flush_interval_s = flush_interval_s
         self.max_buffered_rows = max_buffered_rows
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.decode_filter = decode_filter
+        self.on_skip = on_skip or (lambda shard, day, reason, n: None)
+        self.max_buffered_bytes = max_buffered_bytes
+        self._entry = ""  # the raw chunks' entry table, once its views exist
         self._pending = _Pending()
         self._heartbeats: dict[str, list[Any]] = {}
         self._cond = threading.Condition()
@@ -119,10 +138,38 @@ class Loader:
             if self._pending.total_rows() >= self.flush_rows:
                 self._cond.notify_all()
 
+    def add_chunk(self, chunk: raw_logs.Chunk) -> None:
+        """A piece of a raw eth_getLogs answer (decoded by the store on insert)."""
+        if self.decode_filter is None:
+            raise ValueError("raw log chunks need the loader's decode_filter")
+        with self._cond:
+            p = self._pending
+            while (
+                p.total_rows() >= self.max_buffered_rows or p.chunk_bytes >= self.max_buffered_bytes
+            ) and not self._stop:
+                self._cond.wait(0.5)  # back-pressure: the worker's pipe fills and it waits
+                p = self._pending
+            p.chunks.append(chunk)
+            p.chunk_logs += chunk.logs
+            p.chunk_bytes += len(chunk.data)
+            if p.total_rows() >= self.flush_rows or p.chunk_bytes >= self.max_buffered_bytes // 4:
+                self._cond.notify_all()
+
     def add_checkpoint(
-        self, shard: int, day: int, first: int, last: int, counts: Mapping[str, int]
+        self,
+        shard: int,
+        day: int,
+        first: int,
+        last: int,
+        counts: Mapping[str, int],
+        chunks: tuple[int, int] | None = None,
+        logs: int = 0,
     ) -> None:
-        """The day's COMPLETE checkpoint, written after every row added before it."""
+        """The day's COMPLETE checkpoint, written after every row added before it.
+
+        With ``chunks`` (the day's first and last raw chunk id) the counts come from the store
+        once those chunks are in, and the checkpoint is written only if the store parsed
+        ``logs`` logs of them."""
         row = [
             day,
             "COMPLETE",
@@ -140,6 +187,7 @@ class Loader:
         ]
         with self._cond:
             self._pending.checkpoints.append(row)
+            self._pending.spans.append(None if chunks is None else (chunks[0], chunks[1], logs))
             self._cond.notify_all()
 
     def add_range(self, day: int, first: int, last: int) -> None:
@@ -215,7 +263,11 @@ class Loader:
             cur.rows[kind] = chunks + cur.rows[kind]
             cur.row_counts[kind] += batch.row_counts[kind]
         cur.checkpoints = batch.checkpoints + cur.checkpoints
+        cur.spans = batch.spans + cur.spans
         cur.ranges = batch.ranges + cur.ranges
+        cur.chunks = batch.chunks + cur.chunks
+        cur.chunk_logs += batch.chunk_logs
+        cur.chunk_bytes += batch.chunk_bytes
 
     def _flush_final_attempt(self) -> bool:
         with self._cond:
@@ -236,17 +288,35 @@ class Loader:
                 self.rows_written[kind] += n
             batch.rows.clear()
             batch.row_counts.clear()
+            if batch.chunks:
+                if not self._entry:
+                    assert self.decode_filter is not None
+                    self._entry = raw_logs.ensure_views(self.store, self.decode_filter)
+                insert_id = random.getrandbits(63)
+                raw_logs.insert_chunks(self.store, self._entry, insert_id, batch.chunks)
+                batch.chunks = []
+                batch.chunk_logs = batch.chunk_bytes = 0
             if batch.ranges:
                 self.store.insert_json_rows(f"{db}.day_blocks", DAY_BLOCKS_COLUMNS, batch.ranges)
                 batch.ranges = []
             if batch.checkpoints:
-                self.store.insert_json_rows(
-                    f"{db}.backfill_checkpoint", CHECKPOINT_COLUMNS, batch.checkpoints
-                )
-                self.checkpoints_written += len(batch.checkpoints)
-                for row in batch.checkpoints:
+                rows, decoded = self._counted(batch)
+                if rows:
+                    self.store.insert_json_rows(
+                        f"{db}.backfill_checkpoint", CHECKPOINT_COLUMNS, rows
+                    )
+                self.checkpoints_written += len(rows)
+                for row in rows:
+                    dc = decoded.get(int(row[0]))
+                    if dc is not None:
+                        for kind, n in dc.rows.items():
+                            self.rows_written[kind] += n
+                        for reason in raw_logs.REPORTED_SKIPS:
+                            if dc.skipped.get(reason):
+                                self.on_skip(int(row[2]), int(row[0]), reason, dc.skipped[reason])
                     self.on_checkpoint(int(row[0]))
                 batch.checkpoints = []
+                batch.spans = []
         except Exception as exc:
             self.last_error = f"insert failed: {exc}"
             log.error("%s", self.last_error)
@@ -254,6 +324,40 @@ class Loader:
             return False
         self.last_flush_at = time.time()
         return True
+
+    def _counted(self, batch: _Pending) -> tuple[list[list[Any]], dict[int, raw_logs.DayCounts]]:
+        """The batch's checkpoint rows, counts filled from the store for days that came as
+        chunks; a day whose chunks the store did not parse whole is left out (and reported)."""
+        spans = [
+            (int(row[0]), sp[0], sp[1])
+            for row, sp in zip(batch.checkpoints, batch.spans, strict=True)
+            if sp is not None
+        ]
+        decoded = raw_logs.day_counts(self.store, spans) if spans else {}
+        rows: list[list[Any]] = []
+        for row, sp in zip(batch.checkpoints, batch.spans, strict=True):
+            if sp is None:
+                rows.append(row)
+                continue
+            day = int(row[0])
+            dc = decoded[day]
+            if dc.logs != sp[2]:
+                msg = (
+                    f"day {day}: the store parsed {dc.logs} of the {sp[2]} logs sent (malformed "
+                    "JSON from the node?); not marked COMPLETE, a rerun fetches it again"
+                )
+                log.error("%s", msg)
+                self.on_error(msg)
+                decoded.pop(day)
+                continue
+            row[5:9] = [
+                dc.rows["erc20"],
+                dc.rows["erc1155"],
+                dc.rows["resolutions"],
+                dc.rows["registrations"],
+            ]
+            rows.append(row)
+        return rows, decoded
 
     def _flush_heartbeats(self) -> None:
         with self._cond:

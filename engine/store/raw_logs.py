@@ -30,6 +30,7 @@ from engine.constants import (
 from engine.decode import DecodeFilter
 
 if TYPE_CHECKING:
+    from engine.config import ContractsConfig
     from engine.store.client import Store
 
 #: Row kinds of decode_counts that are staged rows, by the worker protocol's table names.
@@ -50,6 +51,16 @@ CHUNK_COLUMNS = [
     "ts_values",
     "logs",
 ]
+
+
+def filter_of(contracts: ContractsConfig) -> DecodeFilter:
+    """The decode filter of a config's [contracts]."""
+    return DecodeFilter(
+        erc20_tokens=frozenset(a.lower() for a in contracts.erc20_tokens),
+        erc20_counterparties=frozenset(a.lower() for a in contracts.erc20_counterparties),
+        erc1155=frozenset(a.lower() for a in contracts.erc1155),
+        exchanges=frozenset(a.lower() for a in contracts.exchanges),
+    )
 
 
 def _addresses(values: Iterable[str]) -> str:

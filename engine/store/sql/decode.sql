@@ -152,7 +152,10 @@ FROM
             'not_captured'
         ) AS kind
     FROM {db}.raw_logs_{h}
-);
+)
+-- Short-circuit evaluation of the multiIf/if branches over the word arrays costs ~30x
+-- (measured: 4 us -> 140 us per log); every branch is safe to evaluate on every row.
+SETTINGS short_circuit_function_evaluation = 'disable';
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.erc20_mv_{h} TO {db}.erc20_transfers_staging AS
 SELECT
