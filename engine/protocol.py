@@ -76,6 +76,8 @@ class Plan(Message):
     rpc: PlanRpc
     backfill: PlanBackfill
     contracts: PlanContracts
+    #: Send eth_getLogs answers unparsed (Logs) for the store to decode; else decoded Rows.
+    raw_logs: bool = False
 
 
 @dataclass(slots=True)
@@ -264,6 +266,7 @@ def _plan(kw: dict[str, Any]) -> Plan:
         rpc=PlanRpc(**kw["rpc"]),
         backfill=PlanBackfill(**kw["backfill"]),
         contracts=PlanContracts(**kw["contracts"]),
+        raw_logs=bool(kw.get("raw_logs", False)),
     )
 
 

@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -32,7 +33,7 @@ from engine.constants import (
     TRANSFER_TOPIC,
 )
 from engine.days import BlockClock, day_start_ts
-from engine.decode import DecodeFilter
+from engine.decode import DecodeFilter, decode_logs
 from engine.masking import mask_secrets
 from engine.protocol import (
     PARENT_PID_ENV,
@@ -53,6 +54,7 @@ from engine.protocol import (
     Stop,
     decode_line,
     encode,
+    encode_rows,
 )
 from engine.rpc.pool import RangeFailed, RpcError, RpcPool
 
@@ -301,11 +303,78 @@ class Worker:
         self.chunk_seq += 1
         return (self.nonce << 32) | (self.chunk_seq & 0xFFFFFFFF)
 
+    def _stamps(self, logs: list[dict]) -> dict[int, int] | None:
+        missing = {int(x["blockNumber"], 16) for x in logs if x.get("blockTimestamp") is None}
+        return self.timestamps_for(missing) if missing else None
+
+    def _run_day_decoded(self, day: int) -> bool:
+        """run_day with the logs decoded here and sent as Rows (plan.raw_logs off)."""
+        self.alive(day=day, phase=Phase.RANGE, rows=0, first=0, last=0)
+        rng = self.day_range(day)
+        if rng is None:
+            return False
+        first, last = rng
+        counts: Counter = Counter()
+        skipped: Counter = Counter()
+        seen: set[tuple[str, int]] = set()  # a CP -> CP transfer comes back from both filters
+        for address, topics in self.queries() if first <= last else []:
+            self.alive(phase=Phase.FETCH, first=first, last=last)
+            # Sub-ranges adapt to the provider; rows go out after each successful request.
+            for lo, hi, logs in self.pool.iter_logs(first, last, address, topics):
+                decoded = decode_logs(logs, day, self.filter, self._stamps(logs))
+                decoded.erc20 = [r for r in decoded.erc20 if (r[0], r[1]) not in seen]
+                seen.update((r[0], r[1]) for r in decoded.erc20)
+                parts = []
+                for table, rows in decoded.by_table().items():
+                    if rows:
+                        counts[table] += len(rows)
+                        parts.append(encode_rows(day, table, rows))
+                skipped.update(decoded.skipped)
+                self.alive(rows=sum(counts.values()), first=lo, last=hi)
+                # Progress rides along with the rows, at most every CHUNK_HEARTBEAT_S (each
+                # message wakes a console thread; the heartbeat thread covers quiet times).
+                now = time.monotonic()
+                if now - self.last_chunk_hb >= CHUNK_HEARTBEAT_S:
+                    self.last_chunk_hb = now
+                    parts.append(encode(self._heartbeat()))
+                if parts:
+                    self._write(b"".join(parts))
+                self.wait_if_paused()
+                if self.stop.is_set():
+                    return False
+        for reason in ("erc721_shaped", "malformed"):
+            if skipped[reason]:
+                self.error("decode_skip", f"{reason}: {skipped[reason]} log(s) skipped", day)
+        self.send(
+            DayDone(
+                day=day,
+                first=first,
+                last=last,
+                erc20=counts["erc20"],
+                erc1155=counts["erc1155"],
+                resolutions=counts["resolutions"],
+                registrations=counts["registrations"],
+            )
+        )
+        log.info(
+            "day %d COMPLETE blocks %d-%d rows %s timestamp_calls %d",
+            day,
+            first,
+            last,
+            dict(counts),
+            len(self.log_ts),
+        )
+        self.log_ts.clear()  # the day's blocks are never asked again
+        return True
+
     def run_day(self, day: int) -> bool:
         """Fetch one day. True when COMPLETE was reported; False when stopped or not final.
 
-        Logs are not parsed here: each answer's JSON array goes to the console as it came (in
-        pieces of at most PIECE_BYTES), the store decodes it and counts the day's rows."""
+        With plan.raw_logs off the logs are decoded here (_run_day_decoded). Else they are not
+        parsed here: each answer's JSON array goes to the console as it came (in pieces of at
+        most PIECE_BYTES), the store decodes it and counts the day's rows."""
+        if not self.plan.raw_logs:
+            return self._run_day_decoded(day)
         self.alive(day=day, phase=Phase.RANGE, rows=0, first=0, last=0)
         rng = self.day_range(day)
         if rng is None:
