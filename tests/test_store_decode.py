@@ -24,6 +24,8 @@ from engine.store import raw_logs
 from engine.store.client import Store, open_store
 from tests.test_decode import ALICE, BOB, CTF, EXCHANGE, FILT, TOKEN, log, t, w
 
+pytestmark = pytest.mark.slow  # end to end: real store
+
 NO_CPS = DecodeFilter(frozenset({TOKEN}), frozenset(), frozenset({CTF}), frozenset({EXCHANGE}))
 BATCH = "0x" + w(64) + w(64 + 32 * 4) + w(3) + w(11) + w(12) + w(13) + w(3) + w(1) + w(2) + w(3)
 BIG = 2**256 - 1
