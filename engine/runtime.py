@@ -58,7 +58,7 @@ from engine.status import (
     WorkerStatus,
 )
 from engine.store import panels, raw_logs
-from engine.store.client import ServerStore, Store, open_store
+from engine.store.client import Store, open_store
 from engine.store.loader import Loader
 from engine.supervisor import Shard, Supervisor
 
@@ -267,7 +267,7 @@ class Engine:
             ),
             # Store-side decoding pays off through a server (the bytes travel in the HTTP
             # body); embedded chdb parses an inline INSERT ~3x slower than Python decodes.
-            raw_logs=isinstance(self.store, ServerStore),
+            raw_logs=getattr(self.store, "decodes_raw_logs", True),
         )
 
     def stop(self, reason: str = "stop") -> None:

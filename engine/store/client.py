@@ -104,6 +104,10 @@ class Store(ABC):
 class ChdbStore(Store):
     """Embedded ClickHouse (chdb) on a data directory; one process per directory."""
 
+    #: Workers decode logs themselves for this store: its inserts carry the data inline in the
+    #: query text, which costs more than the decoding (engine/store/raw_logs.py).
+    decodes_raw_logs = False
+
     def __init__(self, path: Path, database: str) -> None:
         from chdb import session  # heavy import, only when used
 
