@@ -160,8 +160,12 @@ class CpuMeter:
 
 
 # ---- ours -------------------------------------------------------------------------------------
-def write_config(folder: Path, args: argparse.Namespace, url: str) -> Path:
+def write_config(folder: Path, args: argparse.Namespace, url: str, database: str = "") -> Path:
     path = folder / "config.toml"
+    store = 'path = "clickhouse"'
+    if args.clickhouse_url:  # a fresh database on that server (password: CLICKHOUSE_PASSWORD)
+        store = f'url = "{args.clickhouse_url}"\nuser = "{args.clickhouse_user}"\n'
+        store += f'database = "{database or "bench_throughput"}"'
     path.write_text(
         f"""
 [rpc]
@@ -169,7 +173,7 @@ urls = ["{url}"]
 requests_per_second = 1000000.0
 max_block_range = {args.request_blocks}
 [clickhouse]
-path = "clickhouse"
+{store}
 [backfill]
 days = {args.days}
 shards = {args.shards}
@@ -195,6 +199,16 @@ def run_ours(config: Path) -> tuple[int, float, dict[int, tuple[int, int]], dict
     finally:
         engine.stop()
     return sum(staged.values()), elapsed, ranges, staged
+
+
+def server_cpu(args: argparse.Namespace) -> float:
+    """CPU seconds so far of the --clickhouse-pid process (0 without one)."""
+    if not args.clickhouse_pid:
+        return 0.0
+    import psutil
+
+    t = psutil.Process(args.clickhouse_pid).cpu_times()
+    return t.user + t.system
 
 
 # ---- raw --------------------------------------------------------------------------------------
@@ -379,6 +393,9 @@ def main() -> int:
     p.add_argument("--dense-days", default="1,4")
     p.add_argument("--dense-per-block", type=float, default=170.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--clickhouse-url", default="", help="ours into this server (fresh database)")
+    p.add_argument("--clickhouse-user", default="default")
+    p.add_argument("--clickhouse-pid", type=int, default=0, help="its pid: its CPU is counted")
     p.add_argument("--no-cryo", action="store_true")
     p.add_argument("--no-profile", action="store_true")
     args = p.parse_args()
@@ -411,9 +428,17 @@ def main() -> int:
             k += 1
             d = work / f"ours{k}"
             d.mkdir()
-            config = write_config(d, args, node.url)
+            config = write_config(d, args, node.url, f"bench_throughput_{os.getpid()}_{k}")
+            server = server_cpu(args)
             with CpuMeter({node.proc.pid}) as m:
                 rows, secs, ranges, staged = run_ours(config)
+            store_s = server_cpu(args) - server
+            if args.clickhouse_url:
+                from engine.store.client import open_store
+
+                st = open_store(load_config(config), create_schema=False)
+                st.command(f"DROP DATABASE IF EXISTS {st.database}")
+                st.close()
             shutil.rmtree(d, ignore_errors=True)
             if rows != want:
                 raise SystemExit(f"ours staged {rows:,} rows {staged}, the chain has {want:,}")
@@ -422,10 +447,16 @@ def main() -> int:
             if timed:
                 r = runs["ours"]
                 r.wall.append(secs)
-                r.cpu.append(m.total())
-                r.roles.append(m.by_role("console"))
+                r.cpu.append(m.total() + store_s)
+                roles = m.by_role("console")
+                if args.clickhouse_pid:
+                    roles["store server"] = store_s
+                r.roles.append(roles)
                 r.n = rows
-            print(f"  ours  {'timed' if timed else 'first'}: {secs:6.2f}s  cpu {m.total():6.2f}s")
+            print(
+                f"  ours  {'timed' if timed else 'first'}: {secs:6.2f}s  "
+                f"cpu {m.total() + store_s:6.2f}s"
+            )
 
         def raw_pass(timed: bool) -> None:
             with CpuMeter({node.proc.pid}) as m:

@@ -107,6 +107,8 @@ class ChdbStore(Store):
     #: Workers decode logs themselves for this store: its inserts carry the data inline in the
     #: query text, which costs more than the decoding (engine/store/raw_logs.py).
     decodes_raw_logs = False
+    #: Inserts go in as query text (insert_raw takes text formats only).
+    binary_inserts = False
 
     def __init__(self, path: Path, database: str) -> None:
         from chdb import session  # heavy import, only when used
@@ -199,6 +201,8 @@ class ServerStore(Store):
                     username=self._user,
                     password=self._password,
                     secure=self._secure,
+                    # On loopback, compressing inserts only costs CPU on both ends.
+                    compress=self._host not in ("127.0.0.1", "localhost", "::1"),
                 )
             except Exception as exc:
                 raise StoreError(self._mask(f"cannot connect to {self.label}: {exc}")) from exc

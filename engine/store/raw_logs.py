@@ -15,6 +15,7 @@ holds all of a chunk's logs are used (`day_counts`).
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -154,10 +155,43 @@ def ensure_views(store: Store, filt: DecodeFilter) -> str:
     return entry_table(store.database, filt)
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if not n:
+            out.append(b)
+            return bytes(out)
+        out.append(b | 0x80)
+
+
+_HEAD = struct.Struct("<QQIB")
+
+
+def chunks_row_binary(insert_id: int, chunks: Sequence[Chunk]) -> bytes:
+    """RowBinary rows of the entry table (CHUNK_COLUMNS order): the JSON bytes as they are."""
+    parts: list[bytes] = []
+    for c in chunks:
+        parts.append(_HEAD.pack(insert_id, c.chunk_id, c.day, 1 if c.skip_cp_from else 0))
+        blocks = sorted(c.timestamps)
+        parts.append(_varint(len(blocks)))
+        parts.append(struct.pack(f"<{len(blocks)}Q", *blocks))
+        parts.append(_varint(len(blocks)))
+        parts.append(struct.pack(f"<{len(blocks)}I", *(c.timestamps[b] for b in blocks)))
+        parts.append(_varint(len(c.data)))
+        parts.append(c.data)
+    return b"".join(parts)
+
+
 def insert_chunks(store: Store, table: str, insert_id: int, chunks: Sequence[Chunk]) -> None:
-    store.insert_raw(
-        table, CHUNK_COLUMNS, chunks_tsv(insert_id, chunks), "TabSeparated", INSERT_SETTINGS
-    )
+    """One insert of chunks: RowBinary where the store takes bytes (a server: ~1 us per log
+    less to read than TSV), TabSeparated text otherwise (embedded chdb takes a query string)."""
+    if getattr(store, "binary_inserts", True):
+        data, fmt = chunks_row_binary(insert_id, chunks), "RowBinary"
+    else:
+        data, fmt = chunks_tsv(insert_id, chunks), "TabSeparated"
+    store.insert_raw(table, CHUNK_COLUMNS, data, fmt, INSERT_SETTINGS)
 
 
 @dataclass
