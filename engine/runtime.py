@@ -9,6 +9,7 @@ engine/actions.py, so the TUI keys, headless mode and the control socket all cal
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import threading
 import time
@@ -59,6 +60,7 @@ from engine.status import (
 )
 from engine.store import panels, raw_logs
 from engine.store.client import Store, open_store
+from engine.store.duplicates import DuplicateChecker
 from engine.store.loader import Loader
 from engine.supervisor import Shard, Supervisor
 
@@ -116,6 +118,9 @@ class Engine:
         self.state = EngineState.STARTING
         self.started_at = clock()
         self.store: Store | None = None
+        # The Duplicates panel's check keeps figures per partition between runs (one at a time).
+        self.duplicate_checker: DuplicateChecker | None = None
+        self._dup_lock = threading.Lock()
         self.devchain: Any = None
         self.control: ControlServer | None = None
         self.loader: Loader | None = None
@@ -285,6 +290,7 @@ class Engine:
         if self.devchain is not None:
             self.devchain.stop()
             self.devchain = None
+        self._close_duplicate_checker()
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -567,7 +573,26 @@ class Engine:
 
     def duplicates(self) -> list[DuplicateCheck]:
         assert self.store is not None
-        return panels.duplicates(self.store)
+        with self._dup_lock:
+            if self.duplicate_checker is None:
+                # One key index per console (data_dir): two consoles on one store stay apart.
+                where = str(self.cfg.backfill.data_dir.resolve())
+                tag = hashlib.sha1(where.encode()).hexdigest()[:10]
+                self.duplicate_checker = DuplicateChecker(self.store, tag=tag)
+            return self.duplicate_checker.check()
+
+    def _close_duplicate_checker(self) -> None:
+        """Drop the duplicate check's key index (a check still running gets 30 s to end)."""
+        if self.duplicate_checker is None or not self._dup_lock.acquire(timeout=30.0):
+            return
+        try:
+            if self.duplicate_checker is not None and self.store is not None:
+                self.duplicate_checker.close()
+        except Exception as exc:  # the store may already be gone: the next start drops it
+            log.warning("duplicate check: dropping its key index failed: %s", exc)
+        finally:
+            self.duplicate_checker = None
+            self._dup_lock.release()
 
     def disk(self) -> DiskReport:
         assert self.store is not None

@@ -34,6 +34,7 @@ async def _drive_real_engine(tmp_path: Path, devchain_cache: Path) -> None:
     from console.app import BackfillApp
     from engine.config import load_config
     from engine.runtime import Engine
+    from engine.store.panels import duplicates
 
     # a low request budget keeps it running
     config = write_config(tmp_path, days=12, devchain_state=devchain_cache, shards=2, rps=2.0)
@@ -63,8 +64,22 @@ async def _drive_real_engine(tmp_path: Path, devchain_cache: Path) -> None:
             await pilot.press("y")  # confirm
             await _until(pilot, lambda: engine.state == "stopped", 60, "abort")
             assert engine.exit_reason == "aborted by operator"
+        # Workers are gone: the Duplicates panel's kept check equals the whole-table check.
+        kept = [
+            (d.table, d.raw_rows, d.unique_keys, d.final_duplicates) for d in engine.duplicates()
+        ]
+        full = [
+            (d.table, d.raw_rows, d.unique_keys, d.final_duplicates)
+            for d in duplicates(engine.store)
+        ]
+        assert kept == full and kept[0][1] > 0
     finally:
         engine.stop()
+    # Its key index leaves with the engine.
+    left = store_query(
+        config, "SELECT name FROM system.tables WHERE name LIKE 'duplicate_check_keys%'"
+    )
+    assert left == []
     log = (tmp_path / "backfill" / "monitor.log").read_text()
     assert "scale 2 -> 3 shards" in log
     assert "(abort)" in log

@@ -111,6 +111,8 @@ def duplicates(store: QueryStore) -> list[DuplicateCheck]:
 
     raw_rows - unique_keys are duplicates waiting for a background merge (harmless, expected after
     retries and restarts). final_duplicates must be 0: FINAL row count minus distinct raw keys.
+    This reads every key on every call; the console runs engine/store/duplicates.py, which keeps
+    these figures per partition, and the tests and bench/panel_queries.py hold it to this one.
     """
     db = store.database
     out: list[DuplicateCheck] = []
