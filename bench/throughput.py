@@ -109,6 +109,7 @@ class CpuMeter:
         self.exclude = exclude
         self._stop = threading.Event()
         self.per_pid: dict[int, tuple[str, float]] = {}
+        self.max_rss: dict[str, int] = {}  # role -> largest RSS of one of its processes
 
     def __enter__(self) -> CpuMeter:
         self.r_self = resource.getrusage(resource.RUSAGE_SELF)
@@ -132,9 +133,11 @@ class CpuMeter:
                 try:
                     t = k.cpu_times()
                     role = self.per_pid.get(k.pid, (None, 0.0))[0] or _role(k.cmdline())
+                    rss = k.memory_info().rss
                 except psutil.Error:
                     continue
                 self.per_pid[k.pid] = (role, t.user + t.system)
+                self.max_rss[role] = max(self.max_rss.get(role, 0), rss)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -453,9 +456,10 @@ def main() -> int:
                     roles["store server"] = store_s
                 r.roles.append(roles)
                 r.n = rows
+            rss = ", ".join(f"{r} {b / 2**20:.0f} MiB" for r, b in sorted(m.max_rss.items()))
             print(
                 f"  ours  {'timed' if timed else 'first'}: {secs:6.2f}s  "
-                f"cpu {m.total() + store_s:6.2f}s"
+                f"cpu {m.total() + store_s:6.2f}s  (peak RSS per process: {rss})"
             )
 
         def raw_pass(timed: bool) -> None:
