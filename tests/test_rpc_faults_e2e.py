@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from engine.constants import TRANSFER_TOPIC
 from engine.control import socket_path_for
 from tests.conftest import E2E_DAYS, ground_truth_for
 from tests.support.cli import ConsoleRun, cli, store_query
@@ -41,10 +42,11 @@ pytestmark = pytest.mark.slow  # end to end: real CLI, anvil devchain, fault pro
 #: Client timeout for these runs, and how long a "slow" fault holds its answer (past the timeout).
 TIMEOUT_S = 1.0
 SLOW_S = 1.6
-#: Provider caps on eth_getLogs. Per worker filter the devchain (seed 7) has 17-36 logs a day and
-#: at most 11 in one block: a day needs several requests per filter, and every block fits in one.
+#: Provider caps on eth_getLogs. Per worker filter the devchain (seed 7, generator v6) has 20-37
+#: logs a day on each ERC20 filter, 8-27 on the other contracts', and at most 13 in one block: a
+#: day needs several requests per ERC20 filter, and every block fits in one.
 CAP_MAX_RANGE = 2000
-CAP_MAX_RESULTS = 12
+CAP_MAX_RESULTS = 14
 
 
 @contextlib.contextmanager
@@ -159,9 +161,12 @@ def test_backfill_exact_through_faults_and_caps(tmp_path: Path, devchain_cache: 
             missing = sorted(set(range(lo, hi + 1)) - served[key])
             assert not missing, f"COMPLETE day {day} [{lo}, {hi}] filter {key}: {missing}"
     assert nonempty >= E2E_DAYS - 1
-    # The result cap forced several successful requests per filter and day.
+    # The result cap forced several successful requests per day on the ERC20 filters (every day
+    # has more logs than the cap there), and more than one a day on the sparser third filter.
     ok_per_filter = Counter(filter_key(r.params[0]) for r in get_logs if r.ok)
-    assert all(n >= 2 * nonempty for n in ok_per_filter.values()), ok_per_filter
+    dense = [n for key, n in ok_per_filter.items() if TRANSFER_TOPIC in key]
+    assert len(dense) == 2 and all(n >= 2 * nonempty for n in dense), ok_per_filter
+    assert all(n > nonempty for n in ok_per_filter.values()), ok_per_filter
 
 
 # ---------------------------------------------------------------------------------------------
