@@ -372,6 +372,44 @@ def test_strict_gates_standalone_pass_on_clean_data(env: Env) -> None:
     assert not any(n.endswith("_check") for n in names)  # scratch tables are dropped
 
 
+def test_scratch_tables_are_counted_by_the_disk_panel_and_leave_the_disk_at_once(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the hard gate builds its *_check tables (and the rebuild's scratch tables inside),
+    every table holding parts is in the Disk panel; once dropped (SYNC) its folder is gone."""
+    from engine.analytics.gates import hard_gate
+    from engine.store import panels
+
+    env.restore_inputs()
+    live = {r[0] for r in env.q("SELECT name FROM system.tables WHERE database = '{db}'")}
+    folders: dict[str, set[Path]] = {}
+    shown: set[str] = set()
+    command = env.store.command
+
+    def watched(sql: str) -> None:
+        command(sql)
+        rows = env.q(
+            "SELECT name, data_paths, total_rows FROM system.tables WHERE database = '{db}'"
+        )
+        on_disk = {u.table for u in panels.disk(env.store).tables if u.parts > 0}
+        for name, paths, total in rows:
+            if name in live:
+                continue
+            folders.setdefault(name, set()).update(Path(p) for p in paths)
+            if total:
+                assert name in on_disk, f"{name} holds rows but the Disk panel misses it"
+                shown.add(name)
+
+    monkeypatch.setattr(env.store, "command", watched)
+    assert hard_gate(env.store, env.cfg)
+    monkeypatch.undo()
+    names = {r[0] for r in env.q("SELECT name FROM system.tables WHERE database = '{db}'")}
+    scratch = set(folders) - names  # gate_results stays: it is the gates' record
+    assert {"rebuild_legs_check", "net_flows_check"} <= shown & scratch
+    assert not any(n.endswith("_check") or n.startswith("rebuild_") for n in names)
+    assert [(n, f) for n in scratch for f in folders[n] if f.exists()] == []
+
+
 # ------------------------------------------------------------------------------------------------
 # Planted faults: each fails the hard gate and leaves the live tables untouched
 
