@@ -3,9 +3,10 @@
 Before a long run, ``estimate(cfg)`` spends at most ``max_requests`` JSON-RPC calls (every call
 of a batch counted, at most ``rpc.requests_per_second``) on the first URL:
 
-1. Traits: one ``eth_getLogs`` over ``rpc.max_block_range`` blocks with the sparsest filter (a
-   block-range cap answers with an error that ``engine.rpc.errors`` reads), and one with the
-   densest filter (a result cap, when the span holds more logs than the cap); whether logs carry
+1. Traits: two ``eth_getLogs`` over ``rpc.max_block_range`` blocks of the first sampled day, with
+   the workers' last and first filters: a block-range cap answers with an error that
+   ``engine.rpc.errors`` reads, and so does a result cap when the span holds more logs than the
+   cap ("none seen" otherwise: then it does not bind at that density); whether logs carry
    ``blockTimestamp``.
 2. Sample days spread over the window (at most ``SAMPLE_DAYS``, first and last included): each
    day's exact block range (the day search the workers use, one block per call), then
@@ -249,8 +250,7 @@ def estimate(cfg: Config, max_requests: int = MAX_REQUESTS) -> Plan:
         lo = last + 1
     if not ranges:
         raise PlanError("no day of the window is final yet: nothing to sample")
-    # Traits: the sparsest filter over the configured span (a block cap), the densest (a cap
-    # on results), in the first sampled day.
+    # Traits: the configured span with two filters (a block cap; a result cap if it binds).
     day0 = min(ranges)
     first, last = ranges[day0]
     span = max(1, min(r.max_block_range, last - first + 1))
