@@ -101,6 +101,8 @@ def test_query_settings_follow_the_budget(tmp_path: Path) -> None:
     assert s["max_bytes_before_external_sort"] == b // 3
     assert s["max_bytes_in_join"] == b // 4
     assert max_chunk_rows(cfg) == 375_000
+    assert s["optimize_aggregation_in_order"] == 1
+    assert query_settings(cfg, in_order=False)["optimize_aggregation_in_order"] == 0
 
 
 @pytest.mark.parametrize(

@@ -33,8 +33,12 @@ def budget_bytes(cfg: Config) -> int:
     return int(cfg.gates.max_memory_gib * GIB)
 
 
-def query_settings(cfg: Config) -> dict[str, int | str]:
-    """ClickHouse settings of every analytics statement under the configured memory budget."""
+def query_settings(cfg: Config, in_order: bool = True) -> dict[str, int | str]:
+    """ClickHouse settings of every analytics statement under the configured memory budget.
+
+    `in_order` False leaves aggregation in sort-key order off: a chunk's statements group a
+    bounded scratch table, where the ordered (less parallel) grouping measured about 2x slower.
+    """
     b = budget_bytes(cfg)
     return {
         "max_memory_usage": b,
@@ -42,7 +46,7 @@ def query_settings(cfg: Config) -> dict[str, int | str]:
         "max_bytes_before_external_sort": b // 3,
         "join_algorithm": "grace_hash",
         "max_bytes_in_join": b // 4,
-        "optimize_aggregation_in_order": 1,
+        "optimize_aggregation_in_order": int(in_order),
         # FINAL collapses keys within each partition only: a chunk's FINAL then reads its own
         # partition instead of merging the whole table (measured: 0.1 s instead of 6 s for one
         # partition of 2.6M rows). A key staged in two partitions (two day_idx) is no longer

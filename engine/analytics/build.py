@@ -208,12 +208,17 @@ def statement_label(section: str, index: int, stmt: str) -> str:
 
 
 def run_statement(
-    store: Store, cfg: Config, stmt: str, label: str, times: StepTimes | None = None
+    store: Store,
+    cfg: Config,
+    stmt: str,
+    label: str,
+    times: StepTimes | None = None,
+    in_order: bool = True,
 ) -> None:
     """One analytics statement under the memory budget; an overrun names the budget and step."""
     t0 = time.perf_counter()
     try:
-        store.command(with_settings(stmt, query_settings(cfg)))
+        store.command(with_settings(stmt, query_settings(cfg, in_order)))
     except StoreError as exc:
         raise over_budget(cfg, label, exc) from exc
     finally:
@@ -281,7 +286,8 @@ def build_analytics(
         def run_section(name: str, values: dict[str, str]) -> None:
             for i, stmt in enumerate(sections[name]):
                 sql = render(stmt, values)
-                run_statement(store, cfg, sql, statement_label(name, i, sql), times)
+                label = statement_label(name, i, sql)
+                run_statement(store, cfg, sql, label, times, in_order=name != "chunk")
 
         run_section("setup", params)
         t0 = time.perf_counter()
