@@ -101,7 +101,7 @@ def _lit(s: str) -> str:
 
 def _max_block_of_part() -> str:
     """SQL: the highest insert block number of the part a row is in (from its name
-    `partition_min_max_level[_mutation]`; staging partition ids hold no '_')."""
+    `partition_min_max_level[_mutation]`; only used for partition ids without '_')."""
     return "toUInt64(splitByChar('_', _part)[3])"
 
 
@@ -307,7 +307,13 @@ class DuplicateChecker:
             if known is not None and (known.min_block, known.max_block) == (lo, hi):
                 continue  # nothing arrived (merges keep min and max)
             cost.partitions_read += 1
-            if known is not None and known.min_block == lo and final_is_unique and not cold:
+            if (
+                known is not None
+                and known.min_block == lo
+                and "_" not in pid
+                and final_is_unique
+                and not cold
+            ):
                 new_rows = self._one(
                     f"SELECT count() FROM {{db}}.{table} WHERE _partition_id = {_lit(pid)} "
                     f"AND {_max_block_of_part()} > {known.max_block}"
