@@ -3,10 +3,11 @@
     .venv/bin/python bench/panel_queries.py [--rows 10000000] [--runs 5] [--path DIR] [--keep]
         [--arrive 20000] [--steady-runs 5] [--no-full]
 
-Fills erc20_transfers_staging (70%) and erc1155_transfers_staging (30%) of an embedded chdb store
-with synthetic rows (INSERT ... SELECT FROM numbers(), in chunks), adds 1% re-inserted rows as
-duplicates waiting for a merge and a checkpoint per day, then prints the median (and min/max) time
-of each panel query over several runs. Target: <= 100 ms per panel query.
+Fills erc20_transfers_staging (70%) and erc1155_transfers_staging (30%) of a local store server
+(engine/store/server.py, as the console uses it) with synthetic rows (INSERT ... SELECT FROM
+numbers(), in chunks), adds 1% re-inserted rows as duplicates waiting for a merge and a
+checkpoint per day, then prints the median (and min/max) time of each panel query over several
+runs. Target: <= 100 ms per panel query.
 
 The duplicate check (engine/store/duplicates.py, kept per partition) is timed as the console runs
 it: a cold first run (builds its key index over every partition), a run with nothing new, then
@@ -33,8 +34,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.store import panels  # noqa: E402
-from engine.store.client import ChdbStore  # noqa: E402
+from engine.store.client import Store  # noqa: E402
 from engine.store.duplicates import DuplicateChecker  # noqa: E402
+from engine.store.server import ensure_server  # noqa: E402
 
 DAYS = 1048
 START_DATE = "2022-12-18"
@@ -94,7 +96,7 @@ FROM numbers({days})
 """
 
 
-def fill(store: ChdbStore, total: int) -> None:
+def fill(store: Store, total: int) -> None:
     db = store.database
     n20 = total * 7 // 10
     n1155 = total - n20
@@ -142,7 +144,7 @@ FROM numbers({count})
 """
 
 
-def arrive(store: ChdbStore, count: int, seq: int) -> None:
+def arrive(store: Store, count: int, seq: int) -> None:
     """`count` rows into the latest day: half new keys, half keys staged before (other days)."""
     store.command(
         ARRIVE.format(db=store.database, start=START_DATE, day=DAYS - 1, count=count, seq=seq)
@@ -157,7 +159,7 @@ def figures(checks: list) -> list[tuple[str, int, int, int]]:
     return [(c.table, c.raw_rows, c.unique_keys, c.final_duplicates) for c in checks]
 
 
-def duplicate_check(store: ChdbStore, args: argparse.Namespace) -> bool:
+def duplicate_check(store: Store, args: argparse.Namespace) -> bool:
     """Time the kept-per-partition check (cold, idle, steady) and compare with the whole table."""
     checker = DuplicateChecker(store, tag="bench")
     ok = True
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=10_000_000, help="staging rows (default 10M)")
     ap.add_argument("--runs", type=int, default=5, help="timed runs per query (median shown)")
-    ap.add_argument("--path", help="chdb data dir (default: a temporary folder)")
+    ap.add_argument("--path", help="store data dir (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the data dir (reuse with --path)")
     ap.add_argument("--arrive", type=int, default=20_000, help="new rows before each steady run")
     ap.add_argument("--steady-runs", type=int, default=5, help="check runs after arrivals")
@@ -226,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     path = Path(args.path) if args.path else Path(tempfile.mkdtemp(prefix="bench-panels-"))
-    store = ChdbStore(path, "bench_panels")
+    server = ensure_server(path)
+    store = Store(server.url, "bench_panels", server.user, server.password, server)
     try:
         store.ensure_schema()
         have = panels.staged_rows(store)

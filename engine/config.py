@@ -111,6 +111,7 @@ class ClickhouseConfig:
     database: str = "polymarket"
     user: str = "default"
     password: str = field(default="", repr=False)
+    port: int = 0
 
 
 @dataclass(frozen=True)
@@ -443,7 +444,7 @@ def _key_name(v: Any) -> str:
 
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "rpc": ("urls", "requests_per_second", "timeout_s", "max_block_range"),
-    "clickhouse": ("url", "path", "database", "user", "password"),
+    "clickhouse": ("url", "path", "port", "database", "user", "password"),
     "backfill": (
         "start_date",
         "days",
@@ -581,7 +582,7 @@ def _mask_value(value: object) -> object:
 
 
 def _clickhouse(s: _Section, base_dir: Path, env: Mapping[str, str]) -> ClickhouseConfig:
-    url_expected = "expected empty (embedded chdb) or http(s)://host[:port]"
+    url_expected = "expected empty (the local store server) or http(s)://host[:port]"
     url = ""
     if "url" in s.data:
         raw = s.data["url"]
@@ -612,6 +613,7 @@ def _clickhouse(s: _Section, base_dir: Path, env: Mapping[str, str]) -> Clickhou
         ),
         user=s.get("user", "default", _str(nonempty=True), "expected a non-empty string"),
         password=password,
+        port=s.get("port", 0, _int(0, 65535), "expected an integer 0..65535 (0: a free port)"),
     )
 
 

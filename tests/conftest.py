@@ -39,3 +39,41 @@ def ground_truth_for(config: Path) -> dict:
     cfg = load_config(config)
     spec = DevchainSpec.from_config(cfg)
     return json.loads((cfg.devchain.state_dir / spec.key() / "ground_truth.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def store_server(tmp_path_factory: pytest.TempPathFactory):
+    """One local ClickHouse store server for the whole session (engine/store/server.py).
+
+    Tests that need a store take a database of their own on it (`server_store`,
+    `server_toml`), which is cheap, instead of starting a server each.
+    """
+    from engine.store.server import ensure_server
+
+    server = ensure_server(tmp_path_factory.mktemp("store-server"))
+    yield server
+    server.stop()
+
+
+def server_section(server, database: str) -> dict:
+    """The [clickhouse] section (for tests/support/config.write_config) pointing at `server`
+    as a remote server: url, user, password."""
+    return {"url": server.url, "user": server.user, "password": server.password, "database": database}
+
+
+def server_toml(server, database: str) -> str:
+    """A [clickhouse] section pointing at `server` (as a remote server: url, user, password)."""
+    return (
+        f'[clickhouse]\nurl = "{server.url}"\nuser = "{server.user}"\n'
+        f'password = "{server.password}"\ndatabase = "{database}"\n'
+    )
+
+
+def server_store(server, database: str):
+    """A Store on `server` with an empty database `database` holding the schema."""
+    from engine.store.client import Store
+
+    store = Store(server.url, database, server.user, server.password)
+    store.command(f"DROP DATABASE IF EXISTS {database} SYNC")
+    store.ensure_schema()
+    return store

@@ -431,7 +431,7 @@ def test_bad_clickhouse_url(tmp_path: Path) -> None:
     e = error_of(tmp_path, '[clickhouse]\nurl = "https://admin:hunter22@ch.example:8443/x"\n')
     assert str(e).endswith(
         "clickhouse.url = 'https://***@ch.example:8443/x': "
-        "expected empty (embedded chdb) or http(s)://host[:port]"
+        "expected empty (the local store server) or http(s)://host[:port]"
     )
     path = write(tmp_path, "")
     with pytest.raises(ConfigError) as info:

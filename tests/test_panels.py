@@ -1,4 +1,4 @@
-"""engine/store/panels.py against a real embedded chdb store in a temporary directory."""
+"""engine/store/panels.py against a real ClickHouse server (the session's local store server)."""
 
 from __future__ import annotations
 
@@ -28,15 +28,19 @@ def erc1155(tx: str, log_index: int, batch: int, day: int = 0) -> list:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    # open_store reads only cfg.clickhouse; an empty url selects embedded chdb.
-    path = tmp_path_factory.mktemp("chdb")
+def store(store_server):
+    # open_store reads only cfg.clickhouse: here the session's server, as a remote one.
+    s = store_server
     cfg = SimpleNamespace(
-        clickhouse=SimpleNamespace(url="", path=path, database="bf_panels", user="", password="")
+        clickhouse=SimpleNamespace(
+            url=s.url, path=None, port=0, database="bf_panels", user=s.user, password=s.password
+        )
     )
     st = open_store(cfg)
+    st.command(f"DROP DATABASE IF EXISTS {st.database} SYNC")
+    st.ensure_schema()
     yield st
-    st.close()  # chdb allows one data path per process at a time: release it for other tests
+    st.close()
 
 
 @pytest.fixture

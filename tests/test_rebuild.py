@@ -1,10 +1,11 @@
 """The on-complete rebuild on a real devchain: exact analytics, and five faults that never swap.
 
-One small devchain (real anvil) is staged once into a real embedded store, its staging tables are
-copied aside, and every test starts from that pristine copy. The analytics are compared, integer
-for integer, with `tests/support/expected_analytics.py` (plain Python over the ground truth's
-market events) and with the generator's own positions; each planted fault must fail the hard gate
-and leave the live tables exactly as they were.
+One small devchain (real anvil) is staged once into a database of the session's store server, used
+as a remote server (clickhouse.url, user, password); its staging tables are copied aside, and every
+test starts from that pristine copy. The analytics are compared, integer for integer, with
+`tests/support/expected_analytics.py` (plain Python over the ground truth's market events) and
+with the generator's own positions; each planted fault must fail the hard gate and leave the live
+tables exactly as they were.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from engine.devchain import DevchainSpec, start_devchain
 from engine.devchain.anvil import Rpc
 from engine.store.client import Store, open_store
 from engine.store.loader import CHECKPOINT_COLUMNS
+from tests.conftest import server_section
 from tests.support.config import write_config
 from tests.support.expected_analytics import Expected, expected_analytics
 
@@ -42,8 +44,13 @@ INPUT_TABLES = (
 
 
 def write_test_config(
-    folder: Path, devchain_state: Path, days: int = DAYS, seed: int = SEED
+    folder: Path,
+    devchain_state: Path,
+    days: int = DAYS,
+    seed: int = SEED,
+    clickhouse: dict | None = None,
 ) -> Path:
+    """A small devchain's config; `clickhouse` is its [clickhouse] section (default: local)."""
     return write_config(
         folder,
         days=days,
@@ -51,6 +58,7 @@ def write_test_config(
         devchain_state=devchain_state,
         data_dir="data/backfill",
         devchain={"markets_per_day": 1.0},
+        clickhouse=clickhouse,
     )
 
 
@@ -150,15 +158,21 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory, devchain_cache: Path) -> Iterator[Env]:
+def env(
+    tmp_path_factory: pytest.TempPathFactory, devchain_cache: Path, store_server
+) -> Iterator[Env]:
+    # The session's store server, used as a remote one (url, user, password): the remote path.
     folder = tmp_path_factory.mktemp("rebuild")
-    cfg = load_config(write_test_config(folder, devchain_cache), env={})
+    section = server_section(store_server, "t_rebuild")
+    cfg = load_config(write_test_config(folder, devchain_cache, clickhouse=section), env={})
     chain = start_devchain(
         DevchainSpec.from_config(cfg), cfg.devchain.state_dir, log=lambda _m: None
     )
     try:
         truth = chain.ground_truth
         store = open_store(cfg)
+        store.command(f"DROP DATABASE IF EXISTS {store.database} SYNC")
+        store.ensure_schema()
         try:
             stage_devchain(store, cfg, chain.url, truth)
         except BaseException:
@@ -171,7 +185,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, devchain_cache: Path) -> Itera
         e.run(f"CREATE TABLE {{db}}.pristine_{t} AS {{db}}.{t}")
         e.run(f"INSERT INTO {{db}}.pristine_{t} SELECT * FROM {{db}}.{t}")
     yield e
-    store.close()  # chdb allows one data path per process at a time: release it for other tests
+    store.close()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,21 +1,26 @@
-"""One store interface over embedded chdb and a ClickHouse server; creates the schema.
+"""The store: a ClickHouse server through clickhouse-connect, local or remote; creates the schema.
 
-Both implementations run the same SQL. Queries come back as lists of tuples (UInt256 as Python int);
-inserts take JSONCompactEachRow rows so the same bytes work on both stores.
+One implementation for both: with `clickhouse.url` empty it is the local store server on
+`clickhouse.path` (engine/store/server.py, started here when none runs), else the server at the
+URL. Queries come back as lists of tuples with plain JSON types, whichever server answers: results
+travel as JSONCompact with 64-bit integers and decimals unquoted, so integers (UInt256 too) are
+Python ints, floats are floats (an integral float may come back as an int), DateTime/Date are
+strings ('2024-01-02 03:04:05'), arrays/tuples are lists, maps are dicts, NULL is None. Inserts take
+JSONCompactEachRow rows, sent as they are.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from abc import ABC, abstractmethod
+import time
 from collections.abc import Sequence
 from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from engine.masking import mask_url
+from engine.store.server import LocalServer, ServerError, ensure_server
 
 if TYPE_CHECKING:
     from engine.config import Config
@@ -46,151 +51,71 @@ def _rows_to_jsonl(rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(json.dumps(r, separators=(",", ":")) for r in rows)
 
 
-class Store(ABC):
-    """Common interface; see ChdbStore and ServerStore."""
+#: Settings for query results, so every server (any version, Cloud) gives the same JSON types.
+JSON_SETTINGS = {
+    "output_format_json_quote_64bit_integers": 0,
+    "output_format_json_quote_64bit_floats": 0,
+    "output_format_json_quote_decimals": 0,
+    "output_format_json_quote_denormals": 0,
+}
 
-    database: str
-    label: str
 
-    @abstractmethod
-    def command(self, sql: str) -> None:
-        """Run a statement that returns nothing."""
+class Store:
+    """A ClickHouse server over HTTP (clickhouse-connect); one client per thread.
 
-    @abstractmethod
-    def query(self, sql: str) -> list[tuple]:
-        """Run a SELECT; rows as tuples."""
+    With `local` (the local store server of a data dir) a lost connection to a server that is
+    gone starts it again (ensure_server) before the error is raised, so the caller's next
+    attempt (the loader retries every second) reaches the new one. The failed call itself is
+    never repeated here: a statement like EXCHANGE TABLES must not run twice.
+    """
 
-    def insert_json_rows(
-        self, table: str, columns: Sequence[str], rows: Sequence[Sequence]
+    #: Workers send raw eth_getLogs answers; the server decodes them (engine/store/raw_logs.py).
+    decodes_raw_logs = True
+    #: insert_raw takes binary formats (RowBinary) too: the bytes travel in the HTTP body.
+    binary_inserts = True
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        user: str,
+        password: str,
+        local: LocalServer | None = None,
+        local_port: int = 0,
     ) -> None:
-        """Insert rows given as JSONCompactEachRow arrays in `columns` order."""
-        if rows:
-            self.insert_jsonl(table, columns, _rows_to_jsonl(rows).encode())
-
-    @abstractmethod
-    def insert_jsonl(self, table: str, columns: Sequence[str], data: bytes) -> None:
-        """Insert JSONCompactEachRow lines (bytes, one row per line) as they are."""
-
-    @abstractmethod
-    def insert_raw(
-        self, table: str, columns: Sequence[str], data: bytes, fmt: str, settings: dict[str, str]
-    ) -> None:
-        """Insert `data` in ClickHouse input format `fmt` as it is, with query `settings`."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Release the store."""
-
-    def query_dicts(self, sql: str) -> list[dict]:
-        names, rows = self._query_with_names(sql)
-        return [dict(zip(names, r, strict=True)) for r in rows]
-
-    @abstractmethod
-    def _query_with_names(self, sql: str) -> tuple[list[str], list[tuple]]:
-        """Run a SELECT; column names and rows."""
-
-    def scalar(self, sql: str) -> Any:
-        rows = self.query(sql)
-        return rows[0][0] if rows else None
-
-    def ensure_schema(self) -> None:
-        for stmt in schema_statements(self.database):
-            self.command(stmt)
-
-    def table(self, name: str) -> str:
-        return f"{self.database}.{name}"
-
-
-class ChdbStore(Store):
-    """Embedded ClickHouse (chdb) on a data directory; one process per directory."""
-
-    #: Workers decode logs themselves for this store: its inserts carry the data inline in the
-    #: query text, which costs more than the decoding (engine/store/raw_logs.py).
-    decodes_raw_logs = False
-    #: Inserts go in as query text (insert_raw takes text formats only).
-    binary_inserts = False
-
-    def __init__(self, path: Path, database: str) -> None:
-        from chdb import session  # heavy import, only when used
-
-        self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.database = database
-        self.label = f"embedded {self.path}"
-        try:
-            self._session = session.Session(str(self.path))
-        except Exception as exc:  # chdb raises plain RuntimeError/Exception
-            raise StoreError(f"cannot open embedded ClickHouse at {self.path}: {exc}") from exc
-        self._lock = threading.Lock()
-
-    def _run(self, sql: str, fmt: str = "CSV") -> Any:
-        try:
-            with self._lock:
-                return self._session.query(sql, fmt)
-        except Exception as exc:
-            raise StoreError(f"{exc}".strip()) from exc
-
-    def command(self, sql: str) -> None:
-        self._run(sql)
-
-    def _query_with_names(self, sql: str) -> tuple[list[str], list[tuple]]:
-        res = self._run(sql, "JSONCompact")
-        raw = res.bytes() if hasattr(res, "bytes") else bytes(res)
-        if not raw.strip():
-            return [], []
-        doc = json.loads(raw)
-        names = [m["name"] for m in doc["meta"]]
-        return names, [tuple(r) for r in doc["data"]]
-
-    def query(self, sql: str) -> list[tuple]:
-        return self._query_with_names(sql)[1]
-
-    def insert_jsonl(self, table: str, columns: Sequence[str], data: bytes) -> None:
-        if not data.strip():
-            return
-        cols = ", ".join(columns)
-        self._run(f"INSERT INTO {table} ({cols}) FORMAT JSONCompactEachRow\n{data.decode()}")
-
-    def insert_raw(
-        self, table: str, columns: Sequence[str], data: bytes, fmt: str, settings: dict[str, str]
-    ) -> None:
-        if not data:
-            return
-        cols = ", ".join(columns)
-        opts = ", ".join(f"{k} = '{v}'" for k, v in settings.items())
-        head = f"INSERT INTO {table} ({cols})" + (f" SETTINGS {opts}" if opts else "")
-        self._run(f"{head} FORMAT {fmt}\n{data.decode()}")
-
-    def close(self) -> None:
-        try:
-            self._session.close()
-        except Exception:
-            pass
-
-
-class ServerStore(Store):
-    """A ClickHouse server over HTTP (clickhouse-connect); one client per thread."""
-
-    def __init__(self, url: str, database: str, user: str, password: str) -> None:
         import clickhouse_connect  # noqa: F401  (fail early when missing)
 
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise StoreError(f"clickhouse.url = {mask_url(url)}: expected http(s)://host[:port]")
+        self.database = database
+        self.local = local
+        self._local_port = local_port
+        self._local = threading.local()
+        self._clients: list[Any] = []
+        self._clients_lock = threading.Lock()
+        self._revive_lock = threading.Lock()
+        self._generation = 0
+        self._target(url, user, password)
+
+    def _target(self, url: str, user: str, password: str) -> None:
+        parts = urlsplit(url)
         self._url = url
-        self._host = parts.hostname
+        self._host = parts.hostname or ""
         self._port = parts.port or (8443 if parts.scheme == "https" else 8123)
         self._secure = parts.scheme == "https"
         self._user = parts.username or user
         self._password = parts.password or password
-        self.database = database
-        self.label = f"server {self._host}:{self._port}"
-        self._local = threading.local()
-        self._clients: list[Any] = []
-        self._clients_lock = threading.Lock()
+        if self.local is not None:
+            self.label = f"local {self._host}:{self._port}"
+        else:
+            self.label = f"server {self._host}:{self._port}"
+        self._generation += 1
 
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
+        if client is not None and getattr(self._local, "generation", 0) != self._generation:
+            client = None  # the server moved (restarted on another port)
         if client is None:
             import clickhouse_connect
 
@@ -203,10 +128,15 @@ class ServerStore(Store):
                     secure=self._secure,
                     # On loopback, compressing inserts only costs CPU on both ends.
                     compress=self._host not in ("127.0.0.1", "localhost", "::1"),
+                    # Its own connections, closed with it: a stopping local server does not
+                    # wait for this process's idle keep-alive connections.
+                    dedicated_pool=True,
                 )
             except Exception as exc:
+                self._after_failure(exc)
                 raise StoreError(self._mask(f"cannot connect to {self.label}: {exc}")) from exc
             self._local.client = client
+            self._local.generation = self._generation
             with self._clients_lock:
                 self._clients.append(client)
         return client
@@ -216,53 +146,126 @@ class ServerStore(Store):
             text = text.replace(self._password, "***")
         return text.replace(self._url, mask_url(self._url))
 
-    def command(self, sql: str) -> None:
+    def _after_failure(self, exc: BaseException) -> None:
+        """A local server that is gone is started again (for the next call)."""
+        if self.local is None or not _is_connection_error(exc):
+            return
+        with self._revive_lock:
+            if self.local.alive():
+                return
+            try:
+                server = ensure_server(self.local.data_dir, self._local_port)
+            except ServerError:
+                return  # the next call tries again
+            if server.owned and self.local.owned:
+                pass  # the old one is gone; ours now
+            self.local = server
+            self._target(server.url, server.user, server.password)
+
+    def _call(self, fn: Any) -> Any:
         try:
-            self._client().command(sql)
+            return fn(self._client())
         except StoreError:
             raise
         except Exception as exc:
+            self._after_failure(exc)
             raise StoreError(self._mask(str(exc))) from exc
+
+    def command(self, sql: str) -> None:
+        """Run a statement that returns nothing."""
+        self._call(lambda c: c.command(sql))
 
     def _query_with_names(self, sql: str) -> tuple[list[str], list[tuple]]:
-        try:
-            res = self._client().query(sql)
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise StoreError(self._mask(str(exc))) from exc
-        return list(res.column_names), [tuple(r) for r in res.result_rows]
+        raw = self._call(lambda c: c.raw_query(sql, settings=JSON_SETTINGS, fmt="JSONCompact"))
+        return _parse_json(raw)
+
+    def raw_in_database(self, sql: str, fmt: str) -> bytes:
+        """The server's output of `sql` in format `fmt`, with the configured database current
+        (for hand-written SQL: `backfill-console sql`)."""
+
+        def run(c: Any) -> bytes:
+            c.database = self.database
+            try:
+                return c.raw_query(sql, fmt=fmt)
+            finally:
+                c.database = None
+
+        return self._call(run)
+
+    def command_in_database(self, sql: str) -> None:
+        """Run a statement without output, with the configured database current."""
+
+        def run(c: Any) -> None:
+            c.database = self.database
+            try:
+                c.command(sql)
+            finally:
+                c.database = None
+
+        self._call(run)
+
+    def query_in_database(self, sql: str) -> tuple[list[str], list[tuple]]:
+        """Column names and rows of `sql` (JSON types), with the configured database current."""
+
+        def run(c: Any) -> bytes:
+            c.database = self.database
+            try:
+                return c.raw_query(sql, settings=JSON_SETTINGS, fmt="JSONCompact")
+            finally:
+                c.database = None
+
+        return _parse_json(self._call(run))
 
     def query(self, sql: str) -> list[tuple]:
+        """Run a SELECT; rows as tuples of JSON types (see the module docstring)."""
         return self._query_with_names(sql)[1]
 
+    def query_dicts(self, sql: str) -> list[dict]:
+        names, rows = self._query_with_names(sql)
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def scalar(self, sql: str) -> Any:
+        rows = self.query(sql)
+        return rows[0][0] if rows else None
+
+    def insert_json_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence]
+    ) -> None:
+        """Insert rows given as JSONCompactEachRow arrays in `columns` order."""
+        if rows:
+            self.insert_jsonl(table, columns, _rows_to_jsonl(rows).encode())
+
     def insert_jsonl(self, table: str, columns: Sequence[str], data: bytes) -> None:
+        """Insert JSONCompactEachRow lines (bytes, one row per line) as they are."""
         if not data.strip():
             return
-        try:
-            self._client().raw_insert(
+        self._call(
+            lambda c: c.raw_insert(
                 table, column_names=list(columns), insert_block=data, fmt="JSONCompactEachRow"
             )
-        except Exception as exc:
-            raise StoreError(self._mask(str(exc))) from exc
+        )
 
     def insert_raw(
         self, table: str, columns: Sequence[str], data: bytes, fmt: str, settings: dict[str, str]
     ) -> None:
+        """Insert `data` in ClickHouse input format `fmt` as it is, with query `settings`."""
         if not data:
             return
-        try:
-            self._client().raw_insert(
-                table,
-                column_names=list(columns),
-                insert_block=data,
-                fmt=fmt,
-                settings=settings,
+        self._call(
+            lambda c: c.raw_insert(
+                table, column_names=list(columns), insert_block=data, fmt=fmt, settings=settings
             )
-        except Exception as exc:
-            raise StoreError(self._mask(str(exc))) from exc
+        )
+
+    def ensure_schema(self) -> None:
+        for stmt in schema_statements(self.database):
+            self.command(stmt)
+
+    def table(self, name: str) -> str:
+        return f"{self.database}.{name}"
 
     def close(self) -> None:
+        """Close the clients; stop the local server if this process started it."""
         with self._clients_lock:
             for c in self._clients:
                 try:
@@ -270,16 +273,47 @@ class ServerStore(Store):
                 except Exception:
                     pass
             self._clients.clear()
+        self._generation += 1
+        if self.local is not None:
+            self.local.stop()
+
+
+def _parse_json(raw: bytes) -> tuple[list[str], list[tuple]]:
+    """Names and rows of a JSONCompact answer (empty for a statement without output)."""
+    if not raw.strip():
+        return [], []
+    doc = json.loads(raw)
+    names = [m["name"] for m in doc["meta"]]
+    return names, [tuple(r) for r in doc["data"]]
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    from clickhouse_connect.driver.exceptions import OperationalError
+
+    return isinstance(exc, OperationalError | OSError)
 
 
 def open_store(cfg: Config, create_schema: bool = True) -> Store:
-    """Open the configured store (server when clickhouse.url is set, else embedded chdb)."""
+    """Open the configured store: the server at clickhouse.url, else the local store server on
+    clickhouse.path (the running one, or one started now; it stops with store.close())."""
     ch = cfg.clickhouse
-    store: Store
     if ch.url:
-        store = ServerStore(ch.url, ch.database, ch.user, ch.password)
+        store = Store(ch.url, ch.database, ch.user, ch.password)
     else:
-        store = ChdbStore(ch.path, ch.database)
+        try:
+            server = ensure_server(ch.path, ch.port)
+        except ServerError as exc:
+            raise StoreError(str(exc)) from exc
+        store = Store(server.url, ch.database, server.user, server.password, server, ch.port)
     if create_schema:
-        store.ensure_schema()
+        t0 = time.monotonic()
+        while True:
+            try:
+                store.ensure_schema()
+                break
+            except StoreError:
+                if store.local is None or time.monotonic() - t0 > 30:
+                    store.close()
+                    raise
+                time.sleep(0.5)  # a local server found just as its owner stopped it
     return store

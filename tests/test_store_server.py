@@ -1,0 +1,331 @@
+"""The local store server (engine/store/server.py) and the Store client against real servers.
+
+One session server serves most tests (a database each); tests about the server's own life cycle
+(restart, SIGTERM, owner death, an old embedded data dir) start servers of their own.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from engine.store.client import Store, StoreError
+from engine.store.server import (
+    INFO_FILE,
+    LOG_FILE,
+    PASSWORD_FILE,
+    SERVER_USER,
+    ensure_server,
+    read_info,
+    running_server,
+)
+from tests.conftest import server_store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (expression, value every caller sees): the JSON types of engine/store/client.py's docstring.
+TYPE_CASES = [
+    ("toUInt8(7)", 7),
+    ("toUInt64(18446744073709551615)", 2**64 - 1),
+    ("toInt64(-5)", -5),
+    (
+        "toUInt256('115792089237316195423570985008687907853269984665640564039457584007913129639935')",
+        2**256 - 1,
+    ),
+    ("toInt128('-170141183460469231731687303715884105728')", -(2**127)),
+    ("toFloat64(1.5)", 1.5),
+    ("toDecimal128('1.25', 18)", 1.25),
+    ("toDateTime('2024-01-02 03:04:05', 'UTC')", "2024-01-02 03:04:05"),
+    ("toDateTime64('2024-01-02 03:04:05.123', 3, 'UTC')", "2024-01-02 03:04:05.123"),
+    ("toDate('2024-01-02')", "2024-01-02"),
+    ("'text'", "text"),
+    ("toLowCardinality('lc')", "lc"),
+    ("[1, 2]", [1, 2]),
+    ("tuple(1, 'a')", [1, "a"]),
+    ("map('k', 1)", {"k": 1}),
+    ("NULL", None),
+    ("1 = 1", 1),
+]
+
+
+@pytest.fixture(scope="module")
+def store(store_server):
+    st = server_store(store_server, "t_store_server")
+    yield st
+    st.close()
+
+
+@pytest.mark.parametrize(("expr", "want"), TYPE_CASES, ids=[c[0][:40] for c in TYPE_CASES])
+def test_result_types_are_plain_json_types(store: Store, expr: str, want: object) -> None:
+    got = store.scalar(f"SELECT {expr}")
+    assert got == want and type(got) is type(want)
+
+
+def test_query_dicts_and_column_names(store: Store) -> None:
+    assert store.query_dicts("SELECT 1 AS a, 'x' AS b") == [{"a": 1, "b": "x"}]
+    assert store.query("SELECT 1 WHERE 0") == []
+
+
+def test_ddl_insert_optimize_and_exchange(store: Store) -> None:
+    db = store.database
+    store.command(f"DROP TABLE IF EXISTS {db}.a SYNC")
+    store.command(f"DROP TABLE IF EXISTS {db}.b SYNC")
+    ddl = "(k UInt32, v UInt256, at DateTime('UTC')) ENGINE = ReplacingMergeTree(at) ORDER BY k"
+    store.command(f"CREATE TABLE {db}.a {ddl}")
+    store.command(f"CREATE TABLE {db}.b {ddl}")
+    cols = ["k", "v", "at"]
+    store.insert_json_rows(f"{db}.a", cols, [[1, str(2**255), "2024-01-01 00:00:00"]])
+    store.insert_json_rows(
+        f"{db}.a", cols, [[1, "5", "2024-01-01 00:00:01"], [2, "6", "2024-01-01"]]
+    )
+    assert store.scalar(f"SELECT count() FROM {db}.a") == 3  # waiting for a merge
+    store.command(f"OPTIMIZE TABLE {db}.a FINAL")
+    assert store.query(f"SELECT k, v FROM {db}.a ORDER BY k") == [(1, 5), (2, 6)]
+    store.insert_jsonl(f"{db}.b", cols, b'[9,"1","2024-01-01 00:00:00"]\n')
+    store.command(f"EXCHANGE TABLES {db}.a AND {db}.b")
+    assert store.query(f"SELECT k FROM {db}.a") == [(9,)]
+    assert store.scalar(f"SELECT count() FROM {db}.b") == 2
+
+
+def test_schema_is_created_on_an_atomic_database(store: Store) -> None:
+    engine = store.scalar(f"SELECT engine FROM system.databases WHERE name = '{store.database}'")
+    assert engine == "Atomic"
+    tables = {r[0] for r in store.query(f"SHOW TABLES FROM {store.database}")}
+    assert {"erc20_transfers_staging", "backfill_checkpoint", "worker_heartbeats"} <= tables
+
+
+def test_concurrent_threads_and_processes(store: Store, store_server) -> None:
+    db = store.database
+    store.command(f"DROP TABLE IF EXISTS {db}.c SYNC")
+    store.command(f"CREATE TABLE {db}.c (t UInt32, i UInt32) ENGINE = MergeTree ORDER BY (t, i)")
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for i in range(20):
+                store.insert_json_rows(f"{db}.c", ["t", "i"], [[t, i]])
+                assert store.scalar(f"SELECT count() FROM {db}.c WHERE t = {t}") == i + 1
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    # Another process writes at the same time through its own client.
+    other = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from engine.store.client import Store; "
+            "s = Store(sys.argv[1], sys.argv[2], sys.argv[3], sys.stdin.read()); "
+            "[s.insert_json_rows(sys.argv[2] + '.c', ['t', 'i'], [[99, i]]) for i in range(50)]",
+            store_server.url,
+            db,
+            store_server.user,
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        text=True,
+    )
+    assert other.stdin is not None
+    other.stdin.write(store_server.password)
+    other.stdin.close()
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert other.wait(60) == 0
+    assert errors == []
+    assert store.query(f"SELECT t, count() FROM {db}.c GROUP BY t ORDER BY t") == [
+        (0, 20),
+        (1, 20),
+        (2, 20),
+        (3, 20),
+        (99, 50),
+    ]
+
+
+def _http(port: int, sql: str, *, auth: str | None = None, path: str = "/") -> tuple[int, str]:
+    headers = {}
+    if auth is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=sql.encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_requests_without_the_password_are_refused(store: Store, store_server) -> None:
+    port, pw = store_server.port, store_server.password
+    table = f"{store.database}.backfill_checkpoint"
+    assert _http(port, "SELECT currentUser()", auth=f"{SERVER_USER}:{pw}") == (200, "backfill\n")
+    for auth in (None, "default:", "default:x", f"{SERVER_USER}:", f"{SERVER_USER}:wrong"):
+        code, body = _http(port, f"SELECT count() FROM {table}", auth=auth)
+        assert code in (401, 403, 516) or "AUTHENTICATION_FAILED" in body, (auth, code, body)
+        assert code != 200, (auth, body)
+    # A user named in URL parameters overrides basic auth in ClickHouse: `default` (which
+    # LocalServer needs) may run no query that reads anything.
+    for path in ("/?user=default", "/?us%65r=default"):
+        code, body = _http(
+            port, f"SELECT count() FROM {table}", auth=f"{SERVER_USER}:{pw}", path=path
+        )
+        assert code != 200 and "ACCESS_DENIED" in body, (path, code, body)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=10) as resp:
+        assert resp.read() == b"Ok.\n"
+    bad = Store(store_server.url, store.database, SERVER_USER, "wrong-" + pw)
+    with pytest.raises(StoreError) as err:
+        bad.query("SELECT 1")
+    assert pw not in str(err.value)
+    bad.close()
+
+
+def test_listens_on_loopback_only_with_a_private_password(store_server) -> None:
+    pw_file = store_server.data_dir / PASSWORD_FILE
+    assert stat.S_IMODE(pw_file.stat().st_mode) == 0o600
+    for name in ("config.xml", "users.xml", INFO_FILE):
+        assert stat.S_IMODE((store_server.data_dir / name).stat().st_mode) == 0o600
+    assert len(store_server.password) >= 24
+    # /proc/net/tcp: the listening socket (state 0A) on our port is bound to 127.0.0.1 only.
+    port_hex = f"{store_server.port:04X}"
+    binds = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and local.endswith(":" + port_hex):
+                binds.append(local.split(":")[0])
+    assert binds == ["0100007F"], binds
+    assert store_server.password not in (store_server.data_dir / LOG_FILE).read_text()
+
+
+# ---- life cycle: servers of their own ---------------------------------------------------------
+
+
+def _wait(pred, timeout: float = 30.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.slow
+def test_restart_keeps_rows_and_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    server = ensure_server(tmp_path)
+    assert server.owned and read_info(tmp_path).port == server.port
+    st = Store(server.url, "keep", server.user, server.password)
+    st.ensure_schema()
+    st.insert_json_rows("keep.day_blocks", ["chain_id", "day_idx", "n_blocks"], [[1, 3, 7]])
+    st.close()
+    # A second ensure_server finds the running one instead of starting another.
+    again = ensure_server(tmp_path)
+    assert not again.owned and again.pid == server.pid
+    again.stop()  # not ours: left running
+    assert server.alive()
+    server.stop()
+    assert server.proc.returncode == 0
+    assert "stopped" in (tmp_path / LOG_FILE).read_text()
+    assert running_server(tmp_path) is None and not (tmp_path / INFO_FILE).exists()
+    server = ensure_server(tmp_path)
+    try:
+        st = Store(server.url, "keep", server.user, server.password)
+        assert st.query("SELECT chain_id, day_idx, n_blocks FROM keep.day_blocks") == [(1, 3, 7)]
+        st.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_the_server_dies_with_its_owner(tmp_path: Path) -> None:
+    owner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from engine.store.server import ensure_server; "
+            "s = ensure_server(sys.argv[1]); print(s.pid, flush=True); time.sleep(600)",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert owner.stdout is not None
+    pid = int(owner.stdout.readline())
+    assert running_server(tmp_path) is not None
+    owner.kill()
+    owner.wait()
+    assert _wait(lambda: running_server(tmp_path) is None and not _alive(pid)), "server outlived"
+    # The data dir is free again: a new server starts on it.
+    server = ensure_server(tmp_path)
+    server.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat_line = Path(f"/proc/{pid}/stat").read_text() if Path(f"/proc/{pid}").exists() else ""
+    return bool(stat_line) and stat_line.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+@pytest.mark.slow
+def test_a_killed_local_server_is_started_again_by_the_store(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from engine.store.client import open_store
+
+    cfg = SimpleNamespace(
+        clickhouse=SimpleNamespace(
+            url="", path=tmp_path, port=0, database="rv", user="", password=""
+        )
+    )
+    st = open_store(cfg)
+    try:
+        st.insert_json_rows("rv.day_blocks", ["chain_id", "day_idx"], [[1, 1]])
+        old = st.local.pid
+        os.kill(old, signal.SIGKILL)
+        assert _wait(lambda: not _alive(old))
+        with pytest.raises(StoreError) as err:
+            st.query("SELECT count() FROM rv.day_blocks")
+        assert st.local.password not in str(err.value)
+        assert st.local.pid != old and st.local.owned
+        assert st.query("SELECT chain_id, day_idx FROM rv.day_blocks") == [(1, 1)]
+        assert str(st.local.port) in st.label
+    finally:
+        st.close()
+    assert running_server(tmp_path) is None
+
+
+@pytest.mark.slow
+def test_an_embedded_store_of_an_earlier_version_opens_with_its_data(tmp_path: Path) -> None:
+    """Data written in process by chdb (what the embedded store was) is served as it is."""
+    code = (
+        "import sys; from chdb import session; s = session.Session(sys.argv[1]); "
+        "s.query('CREATE DATABASE IF NOT EXISTS old'); "
+        "s.query('CREATE TABLE old.t (k UInt32, v UInt256) "
+        "ENGINE = ReplacingMergeTree ORDER BY k'); "
+        "s.query(\"INSERT INTO old.t VALUES (1, 2), (3, '4')\"); s.close()"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd="/", timeout=120)
+    server = ensure_server(tmp_path)
+    try:
+        st = Store(server.url, "old", server.user, server.password)
+        assert st.query("SELECT k, v FROM old.t ORDER BY k") == [(1, 2), (3, 4)]
+        st.close()
+    finally:
+        server.stop()
+    assert read_info(tmp_path) is None
