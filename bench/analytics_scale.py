@@ -3,7 +3,7 @@
     .venv/bin/python bench/analytics_scale.py [--trades 2000000 10000000 ...] [--path DIR]
         [--keep] [--skip-hard-gate] [--skip-incremental] [--max-memory-gib G]
 
-For each N it fills an embedded store SQL-side (INSERT ... SELECT FROM numbers(), like
+For each N it fills a local store server SQL-side (INSERT ... SELECT FROM numbers(), like
 bench/panel_queries.py) with a structurally realistic history over 1,048 days:
 - markets (N / 1,250, between 1,700 and 8,000) with real ConditionalTokens position ids, a
   TokenRegistered pair on the day each opens and a one-hot ConditionResolution 30 days later;
@@ -365,14 +365,16 @@ def gib(b: int) -> str:
 
 
 def bench_one(trades: int, base: Path, args: argparse.Namespace) -> dict:
-    from engine.store.client import ChdbStore
+    from engine.store.client import Store
+    from engine.store.server import ensure_server
 
     folder = base / f"n{trades}"
     folder.mkdir(parents=True, exist_ok=True)
     config = write_config(folder, DAYS - 1, args.max_memory_gib)
     config_more = write_config(folder, DAYS, args.max_memory_gib)
     print(f"\n=== {trades:,} trades ({folder}) ===", flush=True)
-    store = ChdbStore(folder / "clickhouse", DB)
+    server = ensure_server(folder / "clickhouse")
+    store = Store(server.url, DB, server.user, server.password, server)
     try:
         store.ensure_schema()
         have = staged_counts(store)

@@ -7,6 +7,7 @@
     backfill-console hard-gate [--config FILE]
     backfill-console rebuild [--config FILE]
     backfill-console plan [--max-requests N] [--config FILE]
+    backfill-console sql "SELECT ..." [--format table|TSV|CSV|JSONEachRow|...] [--config FILE]
 
 `--config FILE` (and `--json` for `ctl status`) may come before or after any sub-command and its
 verb (engine.cli_flags). `ctl` without --config and without ./config.toml talks to the console
@@ -42,6 +43,7 @@ SUBCOMMANDS: dict[str, str] = {
     "rebuild": "rebuild analytics, hard gate, swap only if it passes, snapshot",
     "plan": "sample the RPC window with a bounded number of requests; estimate rows, calls, "
     "hours and store size of the run",
+    "sql": "run one SQL statement against the store (also while a console runs)",
 }
 PROGRESS_EVERY_S = 5.0
 
@@ -150,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         return ctl_main(rest)
     if cmd == "plan":
         return plan_main(rest)
+    if cmd == "sql":
+        return sql_main(rest)
     if cmd is not None:
         return analytics_main(cmd, rest)
     args = main_parser().parse_args(argv)
@@ -191,7 +195,7 @@ def render_plan(cfg: Config, shard_ids: list[int] | None) -> str:
     store = (
         f"server {mask_url(cfg.clickhouse.url)}"
         if cfg.clickhouse.url
-        else f"embedded {cfg.clickhouse.path}"
+        else f"local server on {cfg.clickhouse.path}"
     )
     lines = [
         f"chain:  {chain}",
@@ -468,6 +472,33 @@ def plan_main(argv: list[str]) -> int:
     return print_estimate(cfg, args.max_requests)
 
 
+def sql_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="backfill-console sql",
+        description=(
+            "Run one SQL statement against the configured store (also while a console runs). "
+            "The configured database is the current one; {db} is replaced by its name."
+        ),
+    )
+    cli_flags.share(p)
+    p.add_argument("statement", help='e.g. "SELECT count() FROM backfill_checkpoint FINAL"')
+    p.add_argument(
+        "--format",
+        default="table",
+        metavar="F",
+        help="table (default: aligned columns) or a ClickHouse format: TSV, CSV, JSONEachRow, "
+        "Vertical, PrettyCompact, ...",
+    )
+    args = p.parse_args(argv)
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        return _fail_config(exc)
+    from engine.store.sql_cli import run_sql
+
+    return run_sql(cfg, args.statement, args.format)
+
+
 def analytics_main(cmd: str, argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog=f"backfill-console {cmd}",
@@ -484,8 +515,25 @@ def analytics_main(cmd: str, argv: list[str]) -> int:
     except ConfigError as exc:
         return _fail_config(exc)
     from engine.analytics import gates, rebuild
+    from engine.on_complete import ANALYTICS_LOCK
+    from engine.store.client import StoreError, open_store
+    from engine.store.lock import LockHeld, StoreLock, holder_label
 
-    return gates.cli_hard_gate(cfg) if cmd == "hard-gate" else rebuild.cli_rebuild(cfg)
+    # One analytics build at a time on a store, across processes and hosts (a console's
+    # on-complete rebuild or gates, another hard-gate or rebuild): the lock lives in the store.
+    try:
+        store = open_store(cfg)
+    except StoreError as exc:
+        print(f"{cmd}: cannot open the store: {exc}")
+        return EXIT_FAILED
+    try:
+        with StoreLock(store, ANALYTICS_LOCK, holder_label(f"backfill-console {cmd}")):
+            return gates.cli_hard_gate(cfg) if cmd == "hard-gate" else rebuild.cli_rebuild(cfg)
+    except LockHeld as exc:
+        print(f"{cmd}: not started: {exc}")
+        return EXIT_FAILED
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":

@@ -60,6 +60,15 @@ class Progress:
             self.ranges = ranges
             self.rows_at_start = staged
 
+    def merge_from_store(
+        self, complete: set[int], staged: dict[str, int], written: dict[str, int]
+    ) -> None:
+        """Other consoles' progress (--shard-ids): COMPLETE days and staged rows as the store
+        has them now; ``written`` (table -> rows) is this console's loader total so far."""
+        with self.lock:
+            self.complete |= complete
+            self.rows_at_start = {t: n - written.get(t, 0) for t, n in staged.items()}
+
     # ---- events -------------------------------------------------------------------------------
     def day_done(self, day: int, first: int, last: int) -> None:
         """A worker finished a day: it waits for its checkpoint (not planned again meanwhile)."""

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from engine import preflight
 from engine.actions import Operator, status_dict
 from engine.analytics.gates import run_gates
-from engine.analytics.rebuild import rebuild
+from engine.analytics.rebuild import RebuildOutcome
 from engine.config import Config
 from engine.constants import check_topics
 from engine.control import ControlServer, socket_path_for
@@ -68,6 +68,8 @@ log = logging.getLogger("engine")
 
 #: Longest pause of the monitor between two ticks (it also wakes on worker events).
 MONITOR_TICK_S = 0.5
+#: With --shard-ids: how often the whole backfill's progress is read from the store.
+STORE_SYNC_S = 5.0
 
 
 def worker_budget(rps: float, shards: int, own_shards_with_work: int, explicit: bool) -> float:
@@ -270,8 +272,8 @@ class Engine:
                 erc1155=list(c.erc1155),
                 exchanges=list(c.exchanges),
             ),
-            # Store-side decoding pays off through a server (the bytes travel in the HTTP
-            # body); embedded chdb parses an inline INSERT ~3x slower than Python decodes.
+            # Store-side decoding: the store is a server (local or remote), the bytes travel
+            # in the HTTP body (Store.decodes_raw_logs).
             raw_logs=getattr(self.store, "decodes_raw_logs", True),
         )
 
@@ -392,7 +394,7 @@ class Engine:
     # ---- monitor ------------------------------------------------------------------------------
     def _monitor_loop(self) -> None:
         assert self.supervisor is not None and self.loader is not None
-        last_sample = 0.0
+        last_sample = last_sync = 0.0
         while True:
             self._wake.wait(MONITOR_TICK_S)
             self._wake.clear()
@@ -407,6 +409,9 @@ class Engine:
             if now - last_sample >= 1.0:
                 last_sample = now
                 self._sample_rate(now)
+            if self.explicit_shard_ids and now - last_sync >= STORE_SYNC_S:
+                last_sync = now
+                self._sync_store_progress()
             self._check_complete()
             self._maybe_run_gates()
 
@@ -422,19 +427,58 @@ class Engine:
         if missing or not self.supervisor.all_done():
             return
         self.notice(f"COMPLETE: all {len(self.scope_days())} days of this console are staged")
-        if self.run_on_complete and not self.explicit_shard_ids:
+        if self.run_on_complete and self.explicit_shard_ids:
+            self._sync_store_progress()
+            others = self.progress.missing(list(range(self.days_total)))
+            if others:
+                self.notice(
+                    f"rebuild: left to the console that completes the last day "
+                    f"({len(others)} day(s) of other shards not COMPLETE in the store yet)"
+                )
+                self.state = EngineState.COMPLETE
+                return
+        if self.run_on_complete:
             self._on_complete_hook()  # state: rebuilding, then complete
         else:
             self.state = EngineState.COMPLETE
+
+    def _sync_store_progress(self) -> None:
+        """Every console's COMPLETE days and staged rows, as the store has them now."""
+        from engine.on_complete import store_complete_days
+
+        assert self.store is not None and self.loader is not None
+        try:
+            days = store_complete_days(
+                self.store, self.chain_id, self.cfg.backfill.start_date, self.days_total
+            )
+            staged = panels.staged_rows(self.store)
+        except Exception as exc:
+            self._record_error("store", f"progress from the store: {exc}", None)
+            return
+        written = {TABLES[k][0]: n for k, n in self.loader.rows_written.items()}
+        self.progress.merge_from_store(days, staged, written)
 
     def _on_complete_hook(self) -> None:
         """Rebuild analytics once everything is staged (analytics/rebuild.py), in the background."""
 
         def run() -> None:
+            from engine.on_complete import rebuild_once
+
             assert self.store is not None
             self.state = EngineState.REBUILDING
             try:
-                outcome = rebuild(self.store, self.cfg, log=self.notice, progress=self._on_progress)
+                # Exactly once per backfill across consoles, under the store's analytics lock.
+                outcome = rebuild_once(
+                    self.store,
+                    self.cfg,
+                    self.chain_id,
+                    self.notice,
+                    self._stop,
+                    progress=self._on_progress,
+                )
+                if outcome is None:
+                    return
+                assert isinstance(outcome, RebuildOutcome)
                 self.gates = list(outcome.gates)
                 self.notice(
                     "rebuild: swapped in"
@@ -463,9 +507,16 @@ class Engine:
         self.last_gates_at = time.monotonic()
 
         def run() -> None:
+            from engine.on_complete import ANALYTICS_LOCK
+            from engine.store.lock import LockHeld, StoreLock, holder_label
+
             assert self.store is not None
             try:
-                self.gates = list(run_gates(self.store, self.cfg, "relaxed"))
+                lock = StoreLock(self.store, ANALYTICS_LOCK, holder_label("console relaxed gates"))
+                with lock:
+                    self.gates = list(run_gates(self.store, self.cfg, "relaxed"))
+            except LockHeld as exc:
+                self.notice(f"gates: skipped this round: {exc}")
             except Exception as exc:
                 self._record_error("gates", str(exc), None)
 

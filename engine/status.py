@@ -221,7 +221,7 @@ def _dur(seconds: float) -> str:
 class EngineStatus:
     state: EngineState
     chain: str  # "devchain (anvil 127.0.0.1:PORT)" or masked RPC host(s)
-    store: str  # "embedded data/clickhouse" or "server host:port"
+    store: str  # "local 127.0.0.1:port" or "server host:port"
     shards: int
     shard_ids: list[int]
     started_at: float

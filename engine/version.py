@@ -1,9 +1,10 @@
 """`backfill-console --version`: the product's version and what it runs on.
 
 Lines: the product (and the folder its code runs from), Python, Textual, clickhouse-connect, the
-store's ClickHouse engine (asked with `SELECT version()` when the store is reachable; never opens
-an embedded store's data, which a running console holds), and anvil's version when the config
-uses the devchain. A part that cannot be found says why instead of failing the command.
+store's ClickHouse engine (asked with `SELECT version()` of a clickhouse.url server; for the local
+store server chdb's engine version and whether a server runs on the data dir, never starting
+one), and anvil's version when the config uses the devchain. A part that cannot be found says
+why instead of failing the command.
 """
 
 from __future__ import annotations
@@ -32,12 +33,18 @@ def store_engine_version(cfg: Config) -> str:
     """ClickHouse version of the configured store, or why it is unknown."""
     ch = cfg.clickhouse
     if not ch.url:
+        from engine.store.server import running_server
+
+        info = running_server(ch.path)
+        where = f"local store server on {ch.path}, " + (
+            f"running on 127.0.0.1:{info.port}" if info is not None else "not running"
+        )
         try:
             import chdb
 
-            return f"{chdb.engine_version} (embedded chdb {chdb.__version__}, {ch.path})"
+            return f"{chdb.engine_version} (chdb {chdb.__version__}, {where})"
         except Exception as exc:  # chdb missing or broken
-            return f"unknown (embedded chdb: {type(exc).__name__})"
+            return f"unknown (chdb: {type(exc).__name__}; {where})"
     from engine.preflight import StartupError, store_server_version
 
     try:

@@ -58,7 +58,12 @@ def store_server(tmp_path_factory: pytest.TempPathFactory):
 def server_section(server, database: str) -> dict:
     """The [clickhouse] section (for tests/support/config.write_config) pointing at `server`
     as a remote server: url, user, password."""
-    return {"url": server.url, "user": server.user, "password": server.password, "database": database}
+    return {
+        "url": server.url,
+        "user": server.user,
+        "password": server.password,
+        "database": database,
+    }
 
 
 def server_toml(server, database: str) -> str:

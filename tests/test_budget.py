@@ -1,6 +1,6 @@
 """The analytics memory budget: day-range chunks, query settings, the config key, a clear overrun.
 
-Pure functions are checked table-driven; the overrun runs a real query in a real embedded store
+Pure functions are checked table-driven; the overrun runs a real query on the session store server
 under the smallest budget and expects ClickHouse's refusal, reworded to name the config key.
 """
 
@@ -20,7 +20,7 @@ from engine.analytics.budget import (
 from engine.analytics.build import StepTimes, run_statement
 from engine.config import ConfigError, default_max_memory_gib, load_config
 from engine.status import RebuildProgress
-from engine.store.client import ChdbStore, StoreError
+from engine.store.client import StoreError
 
 
 @pytest.mark.parametrize(
@@ -125,9 +125,11 @@ def test_memory_key_auto_number_and_errors(tmp_path: Path) -> None:
         assert "gates.max_memory_gib" in msg and 'expected "auto" or a number of GiB' in msg
 
 
-def test_an_overrun_is_a_clear_error_naming_the_key(tmp_path: Path) -> None:
+def test_an_overrun_is_a_clear_error_naming_the_key(tmp_path: Path, store_server) -> None:
+    from tests.conftest import server_store
+
     cfg = _cfg(tmp_path, "max_memory_gib = 0.25")
-    store = ChdbStore(tmp_path / "ch", "budget_test")
+    store = server_store(store_server, "budget_test")
     times = StepTimes()
     try:
         # A 40M-key exact distinct count needs ~1 GiB of hash set: over a 0.25 GiB budget.

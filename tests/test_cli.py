@@ -272,12 +272,13 @@ def test_version_names_the_product_and_what_it_runs_on(
     import chdb
 
     assert lines[4] == (
-        f"ClickHouse {chdb.engine_version} (embedded chdb {chdb.__version__}, {short_dir / 'ch'})"
+        f"ClickHouse {chdb.engine_version} (chdb {chdb.__version__}, local store server on "
+        f"{short_dir / 'ch'}, not running)"
     )
     assert lines[5].startswith("anvil 1.") and lines[5].endswith(
         "(devchain: no rpc.urls configured)"
     )
-    assert not (short_dir / "ch").exists()  # the embedded store was not opened
+    assert not (short_dir / "ch").exists()  # no store server was started
 
 
 def test_version_with_an_unreachable_store_server_says_so(

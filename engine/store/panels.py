@@ -1,9 +1,9 @@
 """Store queries behind the console's panels: day grid, duplicates, disk, staged rows.
 
 Every function takes a store with `query(sql) -> list[tuple]` and a `database` attribute
-(store/client.py), runs plain SQL that works the same on embedded chdb and a ClickHouse server, and
-returns the plain dataclasses of engine/status.py. The console never sees SQL; it calls the Engine,
-which calls these.
+(store/client.py), runs plain SQL that works the same on the local store server and a remote one,
+and returns the plain dataclasses of engine/status.py. The console never sees SQL; it calls the
+Engine, which calls these.
 
 The duplicate check is written so that it can fail. Comparing `count()` with `uniqExact(key)` over
 `FINAL` is always 0 and proves nothing; instead `count() FROM t FINAL` (rows after replacement) is

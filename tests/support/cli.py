@@ -1,7 +1,7 @@
 """Running the real CLI (to completion or in the background) and reading its store in a subprocess.
 
-chdb allows one open data directory per process at a time, so checks on a console's store run in
-a short-lived subprocess (`python -m tests.support.cli FILE SQL`) after the console exits.
+Checks on a console's store run in a short-lived subprocess (`python -m tests.support.cli FILE
+SQL`): it uses the console's local store server while one runs, or starts one for the query.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
--- Staging, checkpoint, heartbeat and cache tables. Same DDL on embedded chdb and a ClickHouse server.
+-- Staging, checkpoint, heartbeat, cache and bookkeeping tables of the store.
 -- {db} is replaced by the configured database name. Statements are separated by ';' at line end.
 
 CREATE DATABASE IF NOT EXISTS {db};
@@ -149,3 +149,18 @@ CREATE TABLE IF NOT EXISTS {db}.decode_counts
 ENGINE = MergeTree
 ORDER BY (day_idx, chunk_id, insert_id, kind)
 TTL created_at + INTERVAL 7 DAY;
+
+-- One row per on-complete rebuild of a backfill (chain, start_date, days), written by the console
+-- that ran it: with several consoles on one server (--shard-ids) it runs exactly once.
+CREATE TABLE IF NOT EXISTS {db}.on_complete_runs
+(
+    chain_id    UInt64,
+    start_date  Date,
+    days        UInt32,
+    holder      String,
+    swapped     UInt8,
+    reason      String,
+    finished_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = MergeTree
+ORDER BY (chain_id, start_date, days, finished_at);
