@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import ROOT, store_query
+from tests.support.cli import ROOT, cli, store_query
 from tests.support.config import write_config
 
 pytestmark = pytest.mark.slow  # end to end: the app on a real engine: workers, anvil, store; tmux
@@ -111,6 +111,10 @@ def test_console_in_tmux_shows_the_panels(tmp_path: Path, devchain_cache: Path) 
         for panel in ("Progress", "Workers", "Errors", "Duplicates", "Gates", "RPC", "Disk"):
             assert panel in screen, f"{panel} missing:\n{screen}"
         assert "SHARDS 2" in screen and "devchain" in screen
+        # The store answers operators' SQL from another shell while the TUI writes to it.
+        out = cli("sql", "--config", str(config), "SELECT count() AS w FROM worker_heartbeats")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert out.stdout.splitlines()[0].strip() == "w" and out.stdout.endswith("(1 row)\n")
         subprocess.run(["tmux", "send-keys", "-t", name, "q"], check=True)
         time.sleep(0.5)
         subprocess.run(["tmux", "send-keys", "-t", name, "y"], check=True)

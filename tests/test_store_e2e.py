@@ -134,3 +134,27 @@ def test_two_consoles_on_one_server_exact_and_one_rebuild(tmp_path: Path, devcha
     runs = store_query(conf_a, "SELECT count(), any(holder) FROM {db}.on_complete_runs")
     assert runs[0][0] == 1, runs
     assert_store_matches_truth(conf_a, ground_truth_for(conf_a))
+
+
+@pytest.mark.slow
+def test_backfill_into_a_remote_server_is_exact(tmp_path: Path, devchain_cache: Path, store_server):
+    """clickhouse.url at a separately started server, with user and password: the same exact
+    result, and the password in no output or log."""
+    from tests.conftest import server_section
+
+    config = write_config(
+        tmp_path,
+        days=DAYS,
+        devchain_state=devchain_cache,
+        shards=2,
+        clickhouse=server_section(store_server, "t_remote_backfill"),
+    )
+    out = cli("--no-ui", "--config", str(config))
+    assert out.returncode == 0, out.stdout + out.stderr
+    plan = cli("--dry-run", "--config", str(config)).stdout
+    assert f"server http://127.0.0.1:{store_server.port}" in plan, plan
+    assert not (tmp_path / "clickhouse").exists()  # no local server was started
+    assert store_server.password not in out.stdout + out.stderr
+    for log in (tmp_path / "backfill").glob("*.log"):
+        assert store_server.password not in log.read_text(errors="replace"), log
+    assert_store_matches_truth(config, ground_truth_for(config))

@@ -157,8 +157,6 @@ class Store:
                 server = ensure_server(self.local.data_dir, self._local_port)
             except ServerError:
                 return  # the next call tries again
-            if server.owned and self.local.owned:
-                pass  # the old one is gone; ours now
             self.local = server
             self._target(server.url, server.user, server.password)
 

@@ -17,6 +17,8 @@ import uuid
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from engine.store.client import StoreError
+
 if TYPE_CHECKING:
     from engine.store.client import Store
 
@@ -56,8 +58,6 @@ class StoreLock:
     # ---- public -------------------------------------------------------------------------------
     def acquire(self) -> None:
         """Take the lock or raise LockHeld (after breaking a stale one once)."""
-        from engine.store.client import StoreError
-
         for attempt in (0, 1):
             try:
                 self.store.command(
@@ -95,8 +95,6 @@ class StoreLock:
         A lock table without rows (its creator died before writing one) counts as stale from
         its creation time.
         """
-        from engine.store.client import StoreError
-
         db, tbl = self.table.split(".", 1)
         try:
             rows = self.store.query(
@@ -153,8 +151,6 @@ class StoreLock:
                 pass  # the next beat tries again; a long outage lets others break the lock
 
     def _break_stale(self) -> None:
-        from engine.store.client import StoreError
-
         aside = f"{self.table}_stale_{uuid.uuid4().hex[:8]}"
         try:
             self.store.command(f"RENAME TABLE {self.table} TO {aside}")

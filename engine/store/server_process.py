@@ -24,6 +24,8 @@ import threading
 import urllib.request
 from pathlib import Path
 
+from engine.store.server import SERVER_USER, read_password, read_port_from_config
+
 PR_SET_PDEATHSIG = 1
 OWNER_PID_ENV = "BACKFILL_STORE_OWNER_PID"
 #: log_comment of the query that keeps the listeners alive (KILL QUERY finds it by this).
@@ -65,8 +67,6 @@ def _kill_hold(port: int, user: str, password: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from engine.store.server import SERVER_USER, read_password, read_port_from_config
-
     data_dir = Path(argv[0]).resolve()
     die_with_owner()
     port = read_port_from_config(data_dir)

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.config import Config
+from engine.store.client import StoreError, open_store
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 TABLE = "table"
 MAX_CELL = 60
@@ -59,8 +62,6 @@ def render_table(names: list[str], rows: list[tuple]) -> str:
 
 def run_sql(cfg: Config, sql: str, fmt: str = TABLE) -> int:
     """Run one statement and print its result; 0 on success, 1 on a store error."""
-    from engine.store.client import StoreError, open_store
-
     try:
         store = open_store(cfg)
     except StoreError as exc:
