@@ -33,16 +33,12 @@ def erc1155(tx: str, log_index: int, batch: int, day: int = 0) -> list:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory):
-    from engine.store.client import open_store
+def store(store_server):
+    from tests.conftest import server_store
 
-    path = tmp_path_factory.mktemp("chdb")
-    cfg = SimpleNamespace(
-        clickhouse=SimpleNamespace(url="", path=path, database="bf_dups", user="", password="")
-    )
-    st = open_store(cfg)
+    st = server_store(store_server, "bf_dups")  # a database of its own on the session server
     yield st
-    st.close()  # chdb allows one data path per process at a time: release it for other tests
+    st.close()
 
 
 @pytest.fixture
