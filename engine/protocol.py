@@ -226,12 +226,18 @@ def to_wire(msg: Message) -> dict[str, Any]:
 
 
 def encode(msg: Message) -> bytes:
-    """One JSON line (a Rows header is followed by its data)."""
+    """One JSON line (a Rows or Logs header is followed by its data)."""
     if isinstance(msg, Rows | Logs):
-        header = to_wire(msg)
-        header["bytes"] = len(msg.data)
-        return orjson.dumps(header) + b"\n" + msg.data
+        return encode_header(msg) + msg.data
     return orjson.dumps(to_wire(msg)) + b"\n"
+
+
+def encode_header(msg: Rows | Logs) -> bytes:
+    """The header line of a Rows or Logs message alone (write its data after it: a large
+    answer is not copied into one joined buffer)."""
+    header = to_wire(msg)
+    header["bytes"] = len(msg.data)
+    return orjson.dumps(header) + b"\n"
 
 
 def encode_rows(day: int, table: str, rows: Sequence[Sequence[Any]]) -> bytes:

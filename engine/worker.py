@@ -54,6 +54,7 @@ from engine.protocol import (
     Stop,
     decode_line,
     encode,
+    encode_header,
     encode_rows,
 )
 from engine.rpc.pool import RangeFailed, RpcError, RpcPool
@@ -179,10 +180,12 @@ class Worker:
     def send(self, msg: Message) -> None:
         self._write(encode(msg))
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, *parts: bytes) -> None:
+        """Write parts as one uninterrupted stretch of the stream (no joined copy of them)."""
         with self.out_lock:
             try:
-                self.out.write(data)
+                for data in parts:
+                    self.out.write(data)
                 self.out.flush()
             except (BrokenPipeError, ValueError):
                 os._exit(3)  # console gone: nobody to report to
@@ -398,14 +401,14 @@ class Worker:
                     msg = Logs(day=day, chunk=self.next_chunk(), n=n, skip_cp_from=skip, ts=ts)
                     msg.data = piece
                     self.alive(rows=n_logs, first=lo, last=hi)
-                    parts = [encode(msg)]
+                    parts = [encode_header(msg), piece]
                     # Progress rides along, at most every CHUNK_HEARTBEAT_S (each message wakes
                     # a console thread; the heartbeat thread covers quiet times).
                     now = time.monotonic()
                     if now - self.last_chunk_hb >= CHUNK_HEARTBEAT_S:
                         self.last_chunk_hb = now
                         parts.append(encode(self._heartbeat()))
-                    self._write(b"".join(parts))
+                    self._write(*parts)
                     if self.stop.is_set():
                         return False
                 if not raw.n:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import orjson
 import pytest
 
+from engine.protocol import Heartbeat, Logs, encode, encode_header, read_message
 from engine.rpc.jsonrpc import RawLogs, raw_logs_result
 from engine.worker import split_pieces
 
@@ -64,3 +67,14 @@ def test_pieces_are_arrays_that_together_hold_every_log_once(
     if limit < len(data) and n > 1:
         assert len(pieces) > 1
         assert all(len(p) <= limit + 400 for p, _ in pieces)
+
+
+def test_logs_message_round_trip_and_a_cut_one_is_dropped() -> None:
+    data = orjson.dumps(_logs(3))
+    msg = Logs(day=4, chunk=(5 << 32) | 9, n=3, skip_cp_from=True, ts=[[16, 100]], data=data)
+    wire = encode_header(msg) + data + encode(Heartbeat(day=4))
+    stream = io.BytesIO(wire)
+    got = read_message(stream)
+    assert got == msg
+    assert isinstance(read_message(stream), Heartbeat)
+    assert read_message(io.BytesIO(wire[: len(encode_header(msg)) + 10])) is None

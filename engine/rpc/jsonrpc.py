@@ -130,11 +130,18 @@ def raw_logs_result(status: int | None, content: bytes, req_id: int) -> RawLogs 
         return None
     if not isinstance(meta, dict) or meta.get("id") not in (req_id, str(req_id)):
         return None
-    end = len(content.rstrip())
-    if end < 2 or content[end - 1 : end] != b"}":
+    # The answer may be large: find its last two tokens without copying it.
+    end = _skip_space_back(content, len(content))
+    if end < 2 or content[end - 1] != 0x7D:  # "}"
         return None
-    tail = content[: end - 1].rstrip()
-    if not tail.endswith(b"]"):
+    close = _skip_space_back(content, end - 1)
+    if close <= m.end() - 1 or content[close - 1] != 0x5D:  # "]"
         return None
-    data = content[m.end() - 1 : len(tail)]
+    data = content[m.end() - 1 : close]
     return RawLogs(data, data.count(b'"logIndex"'))
+
+
+def _skip_space_back(content: bytes, end: int) -> int:
+    while end > 0 and content[end - 1] in b" \t\r\n":
+        end -= 1
+    return end
