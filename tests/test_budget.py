@@ -97,8 +97,8 @@ def test_query_settings_follow_the_budget(tmp_path: Path) -> None:
     s = query_settings(cfg)
     b = int(1.5 * GIB)
     assert s["max_memory_usage"] == b
-    assert s["max_bytes_before_external_group_by"] == b // 3
-    assert s["max_bytes_before_external_sort"] == b // 3
+    assert s["max_bytes_before_external_group_by"] == b // 4
+    assert s["max_bytes_before_external_sort"] == b // 4
     assert s["max_bytes_in_join"] == b // 4
     assert max_chunk_rows(cfg) == 375_000
     assert s["optimize_aggregation_in_order"] == 1

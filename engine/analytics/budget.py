@@ -2,7 +2,7 @@
 
 Every rebuild and gate statement runs with `query_settings(cfg)`: ClickHouse's own per-query limit
 (`max_memory_usage` = `[gates] max_memory_gib`), so an overrun is a MEMORY_LIMIT_EXCEEDED error
-naming the budget, never the OOM killer. GROUP BY and ORDER BY spill to disk past a third of it,
+naming the budget, never the OOM killer. GROUP BY and ORDER BY spill to disk past a quarter of it,
 hash joins split into buckets (grace hash) past a quarter, groupings by a prefix of a table's
 sort key stream in that order, and FINAL merges within a staging partition (partition-wise
 reads). The per-transaction part of the rebuild runs in the day ranges of `plan_chunks`, sized
@@ -42,8 +42,8 @@ def query_settings(cfg: Config, in_order: bool = True) -> dict[str, int | str]:
     b = budget_bytes(cfg)
     return {
         "max_memory_usage": b,
-        "max_bytes_before_external_group_by": b // 3,
-        "max_bytes_before_external_sort": b // 3,
+        "max_bytes_before_external_group_by": b // 4,
+        "max_bytes_before_external_sort": b // 4,
         "join_algorithm": "grace_hash",
         "max_bytes_in_join": b // 4,
         "optimize_aggregation_in_order": int(in_order),

@@ -43,25 +43,22 @@ ORDER BY day_idx;
 -- query: multi_block_txs
 -- The transactions whose rows (after FINAL) name more than one block, over the four staging
 -- tables: written once into the scratch table gate_multi_block{sfx} (engine/analytics/gates.py
--- creates and drops it), which the duplicates query then reads four times.
+-- creates and drops it), which the duplicates query then reads four times. One grouping (it
+-- spills to disk under the memory budget); one per table would each fill their own.
 INSERT INTO {db}.gate_multi_block{sfx}
 SELECT tx_hash
 FROM
 (
-    SELECT tx_hash, min(block_number) AS lo, max(block_number) AS hi
-    FROM {db}.erc20_transfers_staging FINAL GROUP BY tx_hash
+    SELECT tx_hash, block_number FROM {db}.erc20_transfers_staging FINAL
     UNION ALL
-    SELECT tx_hash, min(block_number), max(block_number)
-    FROM {db}.erc1155_transfers_staging FINAL GROUP BY tx_hash
+    SELECT tx_hash, block_number FROM {db}.erc1155_transfers_staging FINAL
     UNION ALL
-    SELECT tx_hash, min(block_number), max(block_number)
-    FROM {db}.condition_resolutions FINAL GROUP BY tx_hash
+    SELECT tx_hash, block_number FROM {db}.condition_resolutions FINAL
     UNION ALL
-    SELECT tx_hash, min(block_number), max(block_number)
-    FROM {db}.token_registrations FINAL GROUP BY tx_hash
+    SELECT tx_hash, block_number FROM {db}.token_registrations FINAL
 )
 GROUP BY tx_hash
-HAVING min(lo) != max(hi);
+HAVING min(block_number) != max(block_number);
 
 -- query: duplicates
 -- Per table: rows left after FINAL beyond the distinct keys of the raw table (keys FINAL did not
