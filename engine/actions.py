@@ -168,6 +168,7 @@ def status_dict(st: EngineStatus, busy: list[str]) -> dict[str, Any]:
         "rows_per_s": round(st.rows_per_s, 1),
         "eta_s": None if st.eta_s is None else round(st.eta_s),
         "elapsed_s": round(st.elapsed_s),
+        "stalled": st.stalled,
         "busy": busy,
         "rebuild": None if st.rebuild is None else st.rebuild.as_dict(st.now),
         "workers": [
@@ -182,6 +183,7 @@ def status_dict(st: EngineStatus, busy: list[str]) -> dict[str, Any]:
                 "rows": w.rows,
                 "restarts": w.restarts,
                 "last_error": w.last_error,
+                "last_restart": w.last_restart,
             }
             for w in st.workers
         ],
@@ -203,6 +205,7 @@ def status_dict(st: EngineStatus, busy: list[str]) -> dict[str, Any]:
                 "p95_ms": h.p95_ms,
                 "current_range": h.current_range,
                 "cooling_until": h.cooling_until,
+                "failing_since": h.failing_since,
             }
             for h in st.rpc
         ],

@@ -13,7 +13,8 @@
 verb (engine.cli_flags). `ctl` without --config and without ./config.toml talks to the console
 this user started last (engine.locate).
 
-Exit codes: 0 done (every day COMPLETE / command succeeded), 1 runtime failure, 2 bad config or
+Exit codes: 0 done (every day COMPLETE / command succeeded), 1 runtime failure or a headless run
+STALLED (no remaining shard can progress: engine/stall.py), 2 bad config or
 usage (nothing was started), 3 aborted by the operator, 130 / 143 stopped by SIGINT / SIGTERM.
 """
 
@@ -64,8 +65,9 @@ def main_parser() -> argparse.ArgumentParser:
             "sub-command and its verb."
         ),
         epilog=(
-            "exit codes: 0 every day COMPLETE, 1 failure, 2 bad config/usage, "
-            "3 aborted by operator, 130/143 stopped by SIGINT/SIGTERM (a rerun resumes)"
+            "exit codes: 0 every day COMPLETE, 1 failure or STALLED (headless), "
+            "2 bad config/usage, 3 aborted by operator, "
+            "130/143 stopped by SIGINT/SIGTERM (a rerun resumes)"
         ),
     )
     _config_arg(p)
@@ -78,7 +80,8 @@ def main_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-ui",
         action="store_true",
-        help="run headless: a progress line every few seconds, exit 0 when every day is COMPLETE",
+        help="run headless: a progress line every few seconds, exit 0 when every day is "
+        "COMPLETE, 1 with the reason when the run is STALLED (no remaining shard can progress)",
     )
     p.add_argument(
         "--shard-ids",
@@ -303,7 +306,9 @@ def progress_line(st) -> str:
         for t, n in sorted(st.rows_staged.items())
         if t.endswith("_staging")
     )
-    if st.eta_s is None:
+    if st.stalled:
+        eta = ""
+    elif st.eta_s is None:
         eta = "calculating"
     else:
         s = int(st.eta_s)
@@ -316,7 +321,8 @@ def progress_line(st) -> str:
     failed = f" failed {st.days_failed}" if st.days_failed else ""
     return (
         f"{stamp} {st.state} days {st.days_complete}/{st.days_total} ({pct:.1f}%){failed} | "
-        f"rows {rows} | {st.rows_per_s:,.0f} rows/s | ETA {eta} | workers {workers}"
+        f"rows {rows} | {st.rows_per_s:,.0f} rows/s | "
+        f"{f'STALLED: {st.stalled}' if st.stalled else f'ETA {eta}'} | workers {workers}"
     )
 
 
@@ -339,6 +345,12 @@ def _run_headless(engine, stop_signal: list[int]) -> int:
                 engine.stop("complete")
                 print(f"done: all {st.days_total} day(s) COMPLETE", flush=True)
                 return EXIT_OK
+            if st.stalled:
+                # Nothing can progress without the operator: say why and exit, not sit forever.
+                print(progress_line(st), flush=True)
+                print(f"backfill-console: STALLED: {st.stalled}", file=sys.stderr, flush=True)
+                engine.stop("stalled")
+                return EXIT_FAILED
             if st.state == EngineState.STOPPED:
                 engine.stop("stopped")
                 return EXIT_ABORTED if engine.exit_reason else EXIT_FAILED

@@ -102,6 +102,8 @@ class RpcConfig:
     requests_per_second: float = 25.0
     timeout_s: float = 30.0
     max_block_range: int = 2000
+    #: Every URL failing (no answer but errors) this long: the run is STALLED (headless exits 1).
+    give_up_after_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -443,7 +445,7 @@ def _key_name(v: Any) -> str:
 # Building the Config
 
 _SECTIONS: dict[str, tuple[str, ...]] = {
-    "rpc": ("urls", "requests_per_second", "timeout_s", "max_block_range"),
+    "rpc": ("urls", "requests_per_second", "timeout_s", "max_block_range", "give_up_after_s"),
     "clickhouse": ("url", "path", "port", "database", "user", "password"),
     "backfill": (
         "start_date",
@@ -569,6 +571,7 @@ def _rpc(s: _Section, env: Mapping[str, str]) -> RpcConfig:
         requests_per_second=s.get("requests_per_second", 25.0, _num(0, lo_open=True), _GT0),
         timeout_s=s.get("timeout_s", 30.0, _num(0, lo_open=True), _GT0),
         max_block_range=s.get("max_block_range", 2000, _int(1), "expected an integer >= 1"),
+        give_up_after_s=s.get("give_up_after_s", 600.0, _num(0, lo_open=True), _GT0),
     )
 
 

@@ -472,10 +472,17 @@ def format_status_text(status_dict: dict, now: float | None = None) -> str:
     rebuild = s.get("rebuild")
     if isinstance(rebuild, dict) and rebuild.get("summary"):
         header += f"\nrebuild {_cell(rebuild.get('summary'))}"
+    if s.get("stalled"):
+        header += f"   STALLED: {s['stalled']}"
     columns = ["SHARD", "PID", "STATE", "DAY", "HEARTBEAT", "ROWS", "RESTARTS", "LAST ERROR"]
     right = {"SHARD", "PID", "DAY", "HEARTBEAT", "ROWS", "RESTARTS"}
+    # The reason of the latest automatic restart, when any worker has one.
+    restarted = any(w.get("last_restart") for w in s.get("workers") or [])
+    if restarted:
+        columns.insert(-1, "LAST RESTART")
     rows: list[list[str]] = []
     for w in s.get("workers") or []:
+        restart = [_clip(_cell(w.get("last_restart")), 40)] if restarted else []
         rows.append(
             [
                 _cell(w.get("shard")),
@@ -485,6 +492,7 @@ def format_status_text(status_dict: dict, now: float | None = None) -> str:
                 _age(w.get("heartbeat_age_s")),
                 _cell(w.get("rows")),
                 _cell(w.get("restarts")),
+                *restart,
                 _clip(_cell(w.get("last_error")), 80),
             ]
         )

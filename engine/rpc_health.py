@@ -44,6 +44,8 @@ def merge_rpc_health(
     rows: dict[tuple[int, int | str], RpcHealth] = {}
     # Per row: (live, p50, p95, calls, current_range) of each report, for the "now" values.
     samples: dict[tuple[int, int | str], list[tuple[bool, Any, Any, int, Any]]] = {}
+    # Per row: failing_since of each live report that made calls (None: that worker got answers).
+    failing: dict[tuple[int, int | str], list[float | None]] = {}
     for shard, healths in by_shard.items():
         is_live = live is None or shard in live
         for h in healths:
@@ -63,6 +65,9 @@ def merge_rpc_health(
             samples.setdefault(key, []).append(
                 (is_live, h.get("p50_ms"), h.get("p95_ms"), calls, h.get("current_range"))
             )
+            if is_live and calls > 0:
+                since = h.get("failing_since")
+                failing.setdefault(key, []).append(None if since is None else float(since))
             if is_live:
                 agg.calls_per_s += float(h.get("calls_per_s", 0.0) or 0.0)
                 cu = h.get("cooling_until")
@@ -86,6 +91,10 @@ def merge_rpc_health(
             int(r[4]) for r in reports if r[4] is not None
         ]
         agg.current_range = min(spans) if spans else None  # the narrowest any worker uses
+        # Failing only when every live worker that calls it fails; since the latest of them.
+        fs = failing.get(key, [])
+        if fs and all(f is not None for f in fs):
+            agg.failing_since = max(f for f in fs if f is not None)
     order = sorted(rows, key=lambda k: (k[0], k[1] if k[0] == 0 else 0))
     label_count: dict[str, int] = {}
     for key in order:

@@ -44,6 +44,7 @@ from engine.protocol import (
     RpcReport,
 )
 from engine.rpc_health import RpcHealthBook
+from engine.stall import stall_reason
 from engine.status import (
     DONE,
     ActionResult,
@@ -145,6 +146,7 @@ class Engine:
         self._busy: dict[str, threading.Thread] = {}
         self.exit_reason = ExitReason.NONE
         self.last_gates_at = 0.0
+        self.stalled = ""  # engine.stall.stall_reason while no remaining shard can progress
         self._preflight_done = False
 
     # ---- life cycle ---------------------------------------------------------------------------
@@ -412,8 +414,32 @@ class Engine:
             if self.explicit_shard_ids and now - last_sync >= STORE_SYNC_S:
                 last_sync = now
                 self._sync_store_progress()
+            self._check_stalled()
             self._check_complete()
             self._maybe_run_gates()
+
+    def _check_stalled(self) -> None:
+        """Set self.stalled (engine/stall.py) and say when it starts or ends."""
+        sup = self.supervisor
+        reason = ""
+        if sup is not None and self.state == EngineState.RUNNING and not sup.paused:
+            shards = dict(sup.shards)
+            complete, _ = self.progress.complete_and_failed()
+            left = {
+                k: (sh.state, sh.last_error)
+                for k, sh in shards.items()
+                if sh.state != DONE
+                and any(d not in complete for d in range(k, self.days_total, self.shards))
+            }
+            live = {k for k, sh in shards.items() if sup._alive(sh)}
+            reason = stall_reason(
+                left, self._rpc_health(live), self.clock(), self.cfg.rpc.give_up_after_s
+            )
+        if reason and not self.stalled:
+            self.notice(f"STALLED: {reason}")
+        elif self.stalled and not reason:
+            self.notice("no longer stalled: progress is possible again")
+        self.stalled = reason
 
     def _sample_rate(self, now: float) -> None:
         assert self.loader is not None
@@ -541,6 +567,7 @@ class Engine:
     # ---- status -------------------------------------------------------------------------------
     def status(self) -> EngineStatus:
         now = self.clock()
+        stalled = self.stalled if self.state == EngineState.RUNNING else ""
         workers: list[WorkerStatus] = []
         mono = time.monotonic()
         sup = self.supervisor
@@ -565,6 +592,7 @@ class Engine:
                         days_planned=sh.days_planned,
                         restarts=sh.restarts,
                         last_error=sh.last_error,
+                        last_restart=sh.last_restart_reason,
                     )
                 )
         complete, failed = self.progress.counts()
@@ -597,7 +625,8 @@ class Engine:
             rows_staged=rows,
             rate_history=list(self.progress.rate_history),
             rows_per_s=self.progress.rate(),
-            eta_s=self.progress.eta(now, list(self.shard_ids), self.shards),
+            # Nothing progresses while stalled: no ETA.
+            eta_s=None if stalled else self.progress.eta(now, list(self.shard_ids), self.shards),
             stall_after_s=self.cfg.monitor.stall_after_s,
             workers=workers,
             rpc=rpc,
@@ -605,6 +634,7 @@ class Engine:
             gates=list(self.gates),
             messages=list(self.messages),
             rebuild=self.rebuild_progress,
+            stalled=stalled,
         )
 
     def _rpc_health(self, live: set[int] | None = None) -> list[RpcHealth]:

@@ -107,6 +107,7 @@ class WorkerStatus:
     days_planned: int = 0
     restarts: int = 0
     last_error: str = ""
+    last_restart: str = ""  # why the latest automatic restart happened
 
 
 #: Share of provider calls spent on eth_getBlockByNumber above which the RPC panel and `ctl
@@ -136,6 +137,8 @@ class RpcHealth:
     p95_ms: float | None = None
     current_range: int | None = None
     cooling_until: float | None = None  # unix time, None when healthy
+    #: Unix time since which every live worker's calls to this URL failed (None: it answers).
+    failing_since: float | None = None
     provider_calls: int = 0  # every call of a JSON-RPC batch counted, as providers bill
     block_calls: int = 0  # eth_getBlockByNumber (block timestamps when logs lack them)
 
@@ -241,6 +244,8 @@ class EngineStatus:
     gates: list[GateResult]
     messages: list[str] = field(default_factory=list)  # recent operator-facing notices
     rebuild: RebuildProgress | None = None  # the running (or last) on-complete rebuild
+    #: Why no remaining shard can make progress ("" while one can): shown as "STALLED: <why>".
+    stalled: str = ""
 
     @property
     def elapsed_s(self) -> float:

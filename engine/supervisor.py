@@ -102,6 +102,10 @@ class Shard:
     got_done: bool = False
     exit_handled: bool = False
     heard: bool = False  # a message arrived from the current process
+    #: The current process made progress (a range found, a chunk of rows, a day done): when it
+    #: dies, the restart does not count toward FATAL and the backoff starts again.
+    progressed: bool = False
+    last_restart_reason: str = ""  # why the latest automatic restart happened
     stop_requested: bool = False
     term_sent_at: float | None = None
     reader: threading.Thread | None = None
@@ -186,6 +190,7 @@ class Supervisor:
         sh.got_done = False
         sh.exit_handled = False
         sh.heard = False
+        sh.progressed = False
         sh.stop_requested = False
         sh.term_sent_at = None
         sh.day = None
@@ -255,6 +260,8 @@ class Supervisor:
         if isinstance(msg, (Heartbeat, Hello, Rows, Logs, DayDone, Range)):
             sh.last_hb = now
             sh.heard = True  # tick() turns STARTING into RUNNING
+        if isinstance(msg, (Rows, Logs, DayDone, Range)):
+            sh.progressed = True
         if isinstance(msg, Heartbeat):
             sh.day = msg.day
             sh.block_from = msg.first
@@ -264,7 +271,6 @@ class Supervisor:
             if sh.failed_days.pop(msg.day, None) is not None and sh.failed_days:
                 sh.last_error = next(reversed(sh.failed_days.values()))
             sh.days_done += 1
-            sh.backoff_s = 0.0  # healthy again: the next failure starts from the initial backoff
         elif isinstance(msg, Rows | Logs):
             sh.rows += msg.n
         elif isinstance(msg, Error):
@@ -360,26 +366,40 @@ class Supervisor:
             self._schedule_restart(sh, "stalled", now)
 
     def _schedule_restart(self, sh: Shard, why: str, now: float) -> None:
+        """Restart after a backoff, or FATAL for a crash loop (supervisord's rule).
+
+        Only starts that ended without progress count: max_restarts of them in a row within
+        restart_window_s make the shard FATAL. A process that made progress (a range, rows, a day)
+        and then died resets the count and the backoff, however often that happens.
+        """
         window = self.settings.restart_window_s
-        sh.restart_times.append(now)
+        sh.last_restart_reason = why
+        if sh.progressed:
+            # It was working: not a crash loop. The count and the backoff start again.
+            sh.restart_times.clear()
+            sh.progressed = False
+        else:
+            sh.restart_times.append(now)
         while sh.restart_times and now - sh.restart_times[0] > window:
             sh.restart_times.popleft()
         if len(sh.restart_times) > self.settings.max_restarts:
             self._set_state(
                 sh,
                 FATAL,
-                f"{why}; {len(sh.restart_times)} restarts in {window:.0f}s: needs operator",
+                f"{why}; {len(sh.restart_times)} exits in a row without progress in "
+                f"{window:.0f}s (restarts {sh.restarts}): needs operator",
             )
             return
         sh.restarts += 1
         s = self.settings
-        sh.backoff_s = (
-            s.backoff_initial_s
-            if sh.backoff_s <= 0
-            else min(s.backoff_max_s, max(s.backoff_initial_s, sh.backoff_s * 2))
-        )
+        # Doubles with each exit in a row without progress; the first backoff after progress.
+        streak = len(sh.restart_times)
+        sh.backoff_s = min(s.backoff_max_s, s.backoff_initial_s * 2 ** max(0, streak - 1))
         sh.backoff_until = now + sh.backoff_s
-        self._set_state(sh, BACKOFF, f"{why}; restart in {sh.backoff_s:.1f}s")
+        loop = f"{streak} in a row without progress" if streak else "after progress"
+        self._set_state(
+            sh, BACKOFF, f"{why}; restart {sh.restarts} in {sh.backoff_s:.1f}s ({loop})"
+        )
 
     def _kill_strays(self) -> None:
         """Every worker process this supervisor ever started that is still alive but is not the

@@ -46,6 +46,7 @@ def check_defaults(cfg: Config, base: Path) -> None:
     assert cfg.rpc.requests_per_second == 25.0
     assert cfg.rpc.timeout_s == 30.0
     assert cfg.rpc.max_block_range == 2000
+    assert cfg.rpc.give_up_after_s == 600.0
     assert cfg.clickhouse.url == ""
     assert cfg.clickhouse.path == base / "data/clickhouse"
     assert cfg.clickhouse.database == "polymarket"
@@ -256,7 +257,7 @@ def test_unknown_key(tmp_path: Path) -> None:
     e = error_of(tmp_path, "[rpc]\nurl_list = []\n")
     assert str(e) == (
         f"{tmp_path / 'config.toml'}: rpc.url_list: unknown key; "
-        "expected one of urls, requests_per_second, timeout_s, max_block_range"
+        "expected one of urls, requests_per_second, timeout_s, max_block_range, give_up_after_s"
     )
     assert e.key == "rpc.url_list"
 
@@ -456,6 +457,7 @@ def test_bad_database_identifier(tmp_path: Path) -> None:
         ("[rpc]\nrequests_per_second = 0\n", "rpc.requests_per_second = 0: expected a number > 0"),
         ("[rpc]\nmax_block_range = 0\n", "rpc.max_block_range = 0: expected an integer >= 1"),
         ("[rpc]\ntimeout_s = nan\n", "rpc.timeout_s = nan: expected a number > 0"),
+        ("[rpc]\ngive_up_after_s = 0\n", "rpc.give_up_after_s = 0: expected a number > 0"),
         (
             "[backfill]\nconfirmations = -1\n",
             "backfill.confirmations = -1: expected an integer >= 0",

@@ -53,6 +53,8 @@ class HeaderBar(DataView, Static):
         if self.override_state and state in OVERRIDDEN_STATES:
             state = self.override_state
         t.append(f" {state.upper()} ", style=ENGINE_STATE_STYLES.get(state, "bold"))
+        if st.stalled:
+            t.append(f" STALLED: {st.stalled} ", style=ALARM)
         waited = data.waiting_s(STATUS, now)
         if waited >= STALE_AFTER_S:
             # Input still works, but the engine has not answered: say so, not a frozen clock.

@@ -175,9 +175,11 @@ class ProgressPanel(Panel):
         eta.append(" ETA ", style=MUTED)
         if st.state == EngineState.COMPLETE:
             eta.append("done", style=OK)
-        elif st.state == "rebuilding" and st.rebuild is not None:
+        elif st.state == EngineState.REBUILDING and st.rebuild is not None:
             eta.append("rebuild ", style=MUTED)
             eta.append(st.rebuild.summary(st.now), style="bold")
+        elif st.stalled:
+            eta.append("none: STALLED (see the header)", style=BAD)
         elif st.eta_s is None:
             eta.append("calculating", style=MUTED)
         else:

@@ -64,6 +64,9 @@ def worker_cells(w: WorkerStatus, stall_after_s: float) -> dict[str, object]:
     if w.phase not in QUIET_PHASES:
         label = PHASE_LABELS.get(w.phase, w.phase)
         note.append(f"[{label}] ", style=WARN if w.phase == Phase.RETRY else MUTED)
+    if w.last_restart:
+        # Why the latest automatic restart happened (the rst column counts them).
+        note.append(f"[restarted: {fmt.clip(w.last_restart, 30)}] ", style=WARN)
     note.append(fmt.clip(w.last_error, ERROR_WIDTH), style="red")
     planned = (
         f"{w.days_done}/{w.days_planned}"

@@ -65,6 +65,8 @@ class Endpoint:
         self.consecutive_failures = 0
         self.cooling_until = 0.0
         self.cooling_wall: float | None = None
+        # Unix time of the first failure since the last success (429s aside): the URL is down.
+        self.failing_since: float | None = None
         # stats
         self.calls = 0  # HTTP requests (a JSON-RPC batch is one)
         self.provider_calls = 0  # calls as providers bill them: each call of a batch counts
@@ -87,6 +89,7 @@ class Endpoint:
         self.latencies.append(elapsed * 1000.0)
 
     def on_success(self) -> None:
+        self.failing_since = None
         self.consecutive_failures = 0
         self.cooling_until = 0.0
         self.cooling_wall = None
@@ -108,6 +111,8 @@ class Endpoint:
             self.http_429 += 1
         if not blame_range:
             self.consecutive_failures += 1
+            if kind != rpc_errors.RATE_LIMIT and self.failing_since is None:
+                self.failing_since = wall
         wait = backoff(1 if blame_range else self.consecutive_failures)
         if retry_after is not None:
             wait = max(wait, retry_after)
@@ -140,6 +145,7 @@ class Endpoint:
             "p95_ms": percentile(lat, 0.95),
             "current_range": current_range,
             "cooling_until": self.cooling_wall if self.cooling(now) else None,
+            "failing_since": self.failing_since,
         }
 
 
