@@ -75,10 +75,12 @@ class Operator:
 
     def pause(self) -> ActionResult:
         assert self.eng.supervisor is not None
+        self.eng._paused_for_disk = False  # the operator's pause: space returning keeps it
         return done(self.eng.supervisor.pause())
 
     def resume(self) -> ActionResult:
         assert self.eng.supervisor is not None
+        self.eng._paused_for_disk = False
         return done(self.eng.supervisor.resume())
 
     def optimize(self) -> ActionResult:
@@ -169,6 +171,7 @@ def status_dict(st: EngineStatus, busy: list[str]) -> dict[str, Any]:
         "eta_s": None if st.eta_s is None else round(st.eta_s),
         "elapsed_s": round(st.elapsed_s),
         "stalled": st.stalled,
+        "disk_full": st.disk_full,
         "busy": busy,
         "rebuild": None if st.rebuild is None else st.rebuild.as_dict(st.now),
         "workers": [

@@ -319,6 +319,8 @@ def progress_line(st) -> str:
     workers = " ".join(f"{n} {k}" for k, n in sorted(states.items())) or "none"
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.now))
     failed = f" failed {st.days_failed}" if st.days_failed else ""
+    if st.disk_full:
+        failed += " | DISK FULL: fetching paused until the store can write"
     return (
         f"{stamp} {st.state} days {st.days_complete}/{st.days_total} ({pct:.1f}%){failed} | "
         f"rows {rows} | {st.rows_per_s:,.0f} rows/s | "

@@ -474,6 +474,8 @@ def format_status_text(status_dict: dict, now: float | None = None) -> str:
         header += f"\nrebuild {_cell(rebuild.get('summary'))}"
     if s.get("stalled"):
         header += f"   STALLED: {s['stalled']}"
+    if s.get("disk_full"):
+        header += f"   DISK FULL (fetching paused): {_clip(str(s['disk_full']), 120)}"
     columns = ["SHARD", "PID", "STATE", "DAY", "HEARTBEAT", "ROWS", "RESTARTS", "LAST ERROR"]
     right = {"SHARD", "PID", "DAY", "HEARTBEAT", "ROWS", "RESTARTS"}
     # The reason of the latest automatic restart, when any worker has one.

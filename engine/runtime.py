@@ -62,7 +62,7 @@ from engine.status import (
 from engine.store import panels, raw_logs
 from engine.store.client import Store, open_store
 from engine.store.duplicates import DuplicateChecker
-from engine.store.loader import Loader
+from engine.store.loader import Loader, disk_full
 from engine.supervisor import Shard, Supervisor
 
 log = logging.getLogger("engine")
@@ -147,6 +147,9 @@ class Engine:
         self.exit_reason = ExitReason.NONE
         self.last_gates_at = 0.0
         self.stalled = ""  # engine.stall.stall_reason while no remaining shard can progress
+        self.disk_full = ""  # the store's "not enough space" error, while it lasts
+        self._disk_full_at = 0.0
+        self._paused_for_disk = False
         self._preflight_done = False
 
     # ---- life cycle ---------------------------------------------------------------------------
@@ -216,7 +219,7 @@ class Engine:
             self.chain_id,
             self.cfg.backfill.start_date,
             on_checkpoint=self._on_checkpoint,
-            on_error=lambda m: self._record_error("store", m, None),
+            on_error=self._on_store_error,
             decode_filter=raw_logs.filter_of(self.cfg.contracts),
             on_skip=self._on_skip,
         )
@@ -414,9 +417,40 @@ class Engine:
             if self.explicit_shard_ids and now - last_sync >= STORE_SYNC_S:
                 last_sync = now
                 self._sync_store_progress()
+            self._check_disk()
             self._check_stalled()
             self._check_complete()
             self._maybe_run_gates()
+
+    def _on_store_error(self, message: str) -> None:
+        """A failed store write (the loader retries it). A full disk also pauses fetching."""
+        self._record_error("store", message, None)
+        if not disk_full(message):
+            return
+        self._disk_full_at = time.time()
+        if self.disk_full:
+            return
+        self.disk_full = message[:300]
+        sup = self.supervisor
+        if sup is not None and not sup.paused:
+            sup.pause()
+            self._paused_for_disk = True
+        self.notice(
+            "DISK FULL: the store cannot write (not enough space); fetching paused, rows kept "
+            "in memory and retried until space returns"
+        )
+
+    def _check_disk(self) -> None:
+        """Once the store writes again after a full disk, resume what the full disk paused."""
+        loader = self.loader
+        if not self.disk_full or loader is None or loader.last_write_ok_at <= self._disk_full_at:
+            return
+        self.disk_full = ""
+        sup = self.supervisor
+        if self._paused_for_disk and sup is not None:
+            self._paused_for_disk = False
+            sup.resume()
+        self.notice("disk space is back: the store writes again; fetching resumed")
 
     def _check_stalled(self) -> None:
         """Set self.stalled (engine/stall.py) and say when it starts or ends."""
@@ -635,6 +669,7 @@ class Engine:
             messages=list(self.messages),
             rebuild=self.rebuild_progress,
             stalled=stalled,
+            disk_full=self.disk_full,
         )
 
     def _rpc_health(self, live: set[int] | None = None) -> list[RpcHealth]:

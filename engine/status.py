@@ -246,6 +246,8 @@ class EngineStatus:
     rebuild: RebuildProgress | None = None  # the running (or last) on-complete rebuild
     #: Why no remaining shard can make progress ("" while one can): shown as "STALLED: <why>".
     stalled: str = ""
+    #: The store's write error while its disk is full ("" otherwise); fetching is paused meanwhile.
+    disk_full: str = ""
 
     @property
     def elapsed_s(self) -> float:

@@ -105,6 +105,7 @@ class Shard:
     #: The current process made progress (a range found, a chunk of rows, a day done): when it
     #: dies, the restart does not count toward FATAL and the backoff starts again.
     progressed: bool = False
+    exits_without_progress: int = 0  # in a row, whatever ended them (the backoff's exponent)
     last_restart_reason: str = ""  # why the latest automatic restart happened
     stop_requested: bool = False
     term_sent_at: float | None = None
@@ -344,7 +345,7 @@ class Supervisor:
             if code is not None and code < 0:
                 why = f"killed by signal {-code}"
             sh.last_error = sh.last_error or why
-            self._schedule_restart(sh, why, now)
+            self._schedule_restart(sh, why, now, killed=code is not None and code < 0)
             return
         if sh.state == STARTING and sh.heard and self._alive(sh):
             self._set_state(sh, RUNNING, "heartbeat")
@@ -365,21 +366,28 @@ class Supervisor:
             sh.exit_handled = True
             self._schedule_restart(sh, "stalled", now)
 
-    def _schedule_restart(self, sh: Shard, why: str, now: float) -> None:
+    def _schedule_restart(self, sh: Shard, why: str, now: float, killed: bool = False) -> None:
         """Restart after a backoff, or FATAL for a crash loop (supervisord's rule).
 
-        Only starts that ended without progress count: max_restarts of them in a row within
-        restart_window_s make the shard FATAL. A process that made progress (a range, rows, a day)
-        and then died resets the count and the backoff, however often that happens.
+        A crash loop is a worker that cannot stay up: it exits by itself (or hangs and is
+        stopped as STALLED) before making progress, more than max_restarts times in a row within
+        restart_window_s. A process that made progress (a range found, rows, a day done) and then
+        died resets the count and the backoff, however often that happens. A process killed by a
+        signal from outside (``killed``: an operator, the OOM killer) did not fail by itself: it
+        does not count toward FATAL either. The backoff doubles with each exit in a row without
+        progress, whatever ended it.
         """
         window = self.settings.restart_window_s
         sh.last_restart_reason = why
         if sh.progressed:
             # It was working: not a crash loop. The count and the backoff start again.
             sh.restart_times.clear()
+            sh.exits_without_progress = 0
             sh.progressed = False
         else:
-            sh.restart_times.append(now)
+            sh.exits_without_progress += 1
+            if not killed:
+                sh.restart_times.append(now)
         while sh.restart_times and now - sh.restart_times[0] > window:
             sh.restart_times.popleft()
         if len(sh.restart_times) > self.settings.max_restarts:
@@ -392,8 +400,7 @@ class Supervisor:
             return
         sh.restarts += 1
         s = self.settings
-        # Doubles with each exit in a row without progress; the first backoff after progress.
-        streak = len(sh.restart_times)
+        streak = sh.exits_without_progress
         sh.backoff_s = min(s.backoff_max_s, s.backoff_initial_s * 2 ** max(0, streak - 1))
         sh.backoff_until = now + sh.backoff_s
         loop = f"{streak} in a row without progress" if streak else "after progress"
@@ -442,6 +449,7 @@ class Supervisor:
                 return f"shard {shard} is not run by this console (shards {self.shard_ids})"
             self._graceful_stop(sh, reason)
             sh.restart_times.clear()
+            sh.exits_without_progress = 0
             sh.backoff_s = 0.0
             sh.restarts += 1
             self._spawn(sh, reason)

@@ -19,6 +19,7 @@ from engine.rpc.endpoint import Endpoint
 from engine.rpc_health import merge_rpc_health
 from engine.stall import stall_reason
 from engine.status import BACKOFF, DONE, FATAL, RUNNING, RpcHealth
+from engine.store.loader import disk_full
 from engine.supervisor import Shard, Supervisor
 
 NOW = 10_000.0
@@ -87,7 +88,8 @@ PROGRESS = {
 
 
 def run_exits(tmp_path: Path, script: str) -> tuple[Shard, list[tuple[str, float]]]:
-    """'x' = the process exits without progress, 'p' = it made progress and then exited."""
+    """'x' = the process exits without progress, 'p' = it made progress and then exited,
+    'k' = it was killed by a signal from outside before making progress."""
     sup, sh = supervisor(tmp_path), Shard(0, state=RUNNING)
     seen = []
     for i, step in enumerate(script):
@@ -96,7 +98,8 @@ def run_exits(tmp_path: Path, script: str) -> tuple[Shard, list[tuple[str, float
         sh.progressed = False  # what _spawn does for each new process
         if step == "p":
             sup._note(sh, PROGRESS["rows"])
-        sup._schedule_restart(sh, "killed by signal 9", now=float(i))
+        why = "killed by signal 9" if step == "k" else "exited with code 1"
+        sup._schedule_restart(sh, why, now=float(i), killed=step == "k")
         seen.append((str(sh.state), sh.backoff_s))
         if sh.state == BACKOFF:
             sh.state = RUNNING  # restarted
@@ -113,6 +116,11 @@ def run_exits(tmp_path: Path, script: str) -> tuple[Shard, list[tuple[str, float
         # Progress in between resets both the count and the backoff.
         ("xxxpxxxp", False, 8, [1.0, 2.0, 4.0, 1.0, 1.0, 2.0, 4.0, 1.0]),
         ("pxxxx", True, 4, [1.0, 1.0, 2.0, 4.0, 4.0]),
+        # Killed from outside before any progress: no crash loop (never FATAL), backoff grows.
+        ("kkkkkkkkkk", False, 10, [1.0, 2.0, 4.0] + [8.0] * 7),
+        # ... but it does not hide a crash loop: the exits of its own still count.
+        ("xkxkxkx", True, 6, [1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0]),
+        ("kkpkx", False, 5, [1.0, 2.0, 1.0, 1.0, 2.0]),
     ],
 )
 def test_only_exits_without_progress_count_toward_fatal(
@@ -122,7 +130,8 @@ def test_only_exits_without_progress_count_toward_fatal(
     assert (sh.state == FATAL) == fatal
     assert sh.restarts == restarts
     assert [b for _, b in seen] == backoffs
-    assert sh.last_restart_reason == "killed by signal 9"
+    last = "killed by signal 9" if script[len(seen) - 1] == "k" else "exited with code 1"
+    assert sh.last_restart_reason == last
 
 
 @pytest.mark.parametrize("kind", sorted(PROGRESS))
@@ -136,7 +145,7 @@ def test_what_counts_as_progress(tmp_path: Path, kind: str) -> None:
 
 def test_monitor_log_names_the_restart_count_and_whether_it_followed_progress(tmp_path: Path):
     sup, sh = supervisor(tmp_path), Shard(0, state=RUNNING)
-    sup._schedule_restart(sh, "killed by signal 9", now=0.0)
+    sup._schedule_restart(sh, "killed by signal 9", now=0.0, killed=True)
     sh.state = RUNNING
     sup._note(sh, PROGRESS["day_done"])
     sup._schedule_restart(sh, "exited with code 1", now=1.0)
@@ -192,3 +201,30 @@ def test_merged_url_fails_only_when_every_live_caller_fails(
 ) -> None:
     (row,) = merge_rpc_health(by_shard, live)
     assert row.failing_since == want
+
+
+@pytest.mark.parametrize(
+    "message, full",
+    [
+        (
+            "insert failed: Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. "
+            "(NOT_ENOUGH_SPACE)",
+            True,
+        ),
+        (
+            "insert failed: Code: 75. DB::ErrnoException: Cannot write to file "
+            "/data/store/tmp_insert_all_1_1_0/data.bin, errno: 28, strerror: No space left on "
+            "device. (CANNOT_WRITE_TO_FILE_DESCRIPTOR)",
+            True,
+        ),
+        ("heartbeat insert failed: Code: 243. DB::Exception: ... (NOT_ENOUGH_SPACE)", True),
+        (
+            "insert failed: Code: 60. DB::Exception: Table polymarket.erc20_transfers_staging "
+            "does not exist. (UNKNOWN_TABLE)",
+            False,
+        ),
+        ("insert failed: Connection refused", False),
+    ],
+)
+def test_disk_full_is_told_apart_from_other_store_errors(message: str, full: bool) -> None:
+    assert disk_full(message) is full

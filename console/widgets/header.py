@@ -108,6 +108,14 @@ class Banner(DataView, Static):
                 )
             elif state == EngineState.STOPPED:
                 lines.append(Text(" STOPPED: a rerun resumes from checkpoints ", style=ALARM))
+            if st.disk_full:
+                lines.append(
+                    Text(
+                        " DISK FULL: the store cannot write; fetching paused, nothing is lost; "
+                        "free space on the store's disk (Disk panel) and it resumes by itself ",
+                        style=ALARM,
+                    )
+                )
             failing = [g for g in st.gates if not g.passed]
             if failing:
                 names = ", ".join(g.name for g in failing)

@@ -224,6 +224,15 @@ class DiskPanel(_BodyPanel):
         every = data.every.get(DISK, DISK_EVERY_S)
         self.border_subtitle = _checked(data.updated_at.get(DISK), now, every)
         parts: list[object] = []
+        st = data.status
+        if st is not None and st.disk_full:
+            parts.append(
+                Text(
+                    "DISK FULL: the store cannot write; fetching paused until space returns: "
+                    + st.disk_full,
+                    style=BAD,
+                )
+            )
         if data.error(DISK):
             parts.append(error_text("disk query", data.errors[DISK], data.error_at.get(DISK), now))
         rep = data.disk

@@ -59,6 +59,20 @@ HEARTBEAT_COLUMNS = [
 ]
 DAY_BLOCKS_COLUMNS = ["chain_id", "start_date", "day_idx", "from_block", "to_block", "n_blocks"]
 
+#: How ClickHouse (server or chdb) and the OS say a write failed for lack of disk space.
+DISK_FULL_WORDS = (
+    "not_enough_space",  # Code: 243. DB::Exception: ... (NOT_ENOUGH_SPACE)
+    "not enough space",  # Cannot reserve 1.00 MiB, not enough space
+    "no space left on device",  # errno ENOSPC (CANNOT_WRITE_TO_FILE_DESCRIPTOR, ...)
+    "code: 243.",
+)
+
+
+def disk_full(message: str) -> bool:
+    """Whether a store error says the disk is full (the write can succeed once space returns)."""
+    text = message.lower()
+    return any(w in text for w in DISK_FULL_WORDS)
+
 
 def _now_ms() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
@@ -124,6 +138,8 @@ class Loader:
         self.rows_written: dict[str, int] = defaultdict(int)
         self.checkpoints_written = 0
         self.last_error = ""
+        #: Unix time of the latest successful write (rows, checkpoints or heartbeats).
+        self.last_write_ok_at = 0.0
         self.last_flush_at = 0.0
 
     # ---- producers (reader threads) -----------------------------------------------------------
@@ -322,7 +338,7 @@ class Loader:
             log.error("%s", self.last_error)
             self.on_error(self.last_error)
             return False
-        self.last_flush_at = time.time()
+        self.last_flush_at = self.last_write_ok_at = time.time()
         return True
 
     def _counted(self, batch: _Pending) -> tuple[list[list[Any]], dict[int, raw_logs.DayCounts]]:
@@ -371,5 +387,6 @@ class Loader:
                 HEARTBEAT_COLUMNS,
                 [[*r, now] for r in rows],
             )
+            self.last_write_ok_at = time.time()
         except Exception as exc:
             self.on_error(f"heartbeat insert failed: {exc}")
