@@ -138,7 +138,7 @@ def test_every_rpc_url_down_for_good_is_stalled_and_headless_exits_1(tmp_path, d
         proxies = [stack.enter_context(FaultProxy(chain.url)) for _ in range(2)]
         urls = [f"{p.url}/v3/{KEY}" for p in proxies]
         hosts = [p.url.split("//", 1)[1] for p in proxies]
-        config = _outage_config(tmp_path, devchain_cache, urls, give_up_s=give_up_s, rps=8.0)
+        config = _outage_config(tmp_path, devchain_cache, urls, give_up_s=give_up_s, rps=1.0)
         run = ConsoleRun(config)
         try:
             run.wait_for(lambda: run.days_complete() >= 1, 120, "a day COMPLETE")
