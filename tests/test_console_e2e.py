@@ -59,6 +59,10 @@ async def _drive_real_engine(tmp_path: Path, devchain_cache: Path) -> None:
             await _until(
                 pilot, lambda: any("OPTIMIZE done" in m for m in engine.messages), 60, "optimize"
             )
+            # rows staged before the abort (the duplicate figures below compare them)
+            await _until(
+                pilot, lambda: duplicates(engine.store)[0].raw_rows > 0, 120, "rows staged"
+            )
             await pilot.press("a")
             await pilot.pause(0.3)
             await pilot.press("y")  # confirm

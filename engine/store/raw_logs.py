@@ -29,6 +29,7 @@ from engine.constants import (
     TRANSFER_TOPIC,
 )
 from engine.decode import DecodeFilter
+from engine.store.client import split_sql
 
 if TYPE_CHECKING:
     from engine.config import ContractsConfig
@@ -85,8 +86,6 @@ def filter_hash(filt: DecodeFilter) -> str:
 
 def decode_statements(database: str, filt: DecodeFilter) -> list[str]:
     """DDL of the entry table and decode views for this filter, one statement each."""
-    from engine.store.client import split_sql
-
     text = resources.files("engine.store").joinpath("sql/decode.sql").read_text()
     values = {
         "{db}": database,
