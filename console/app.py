@@ -42,6 +42,7 @@ from console.screens.log import LogScreen
 from console.screens.shards import MAX_SHARDS, MIN_SHARDS, ShardsScreen
 from console.widgets.base import DataView
 from console.widgets.errors import ErrorsPanel
+from console.widgets.footer import ConsoleFooter
 from console.widgets.header import Banner, HeaderBar, HealthStrip
 from console.widgets.health import (
     DISK_EVERY_S,
@@ -60,6 +61,7 @@ EXIT_FAILED = 1
 EXIT_ABORTED = 3
 GATES_LOG_LINES = 20
 FOOTER_PALETTE_MIN_WIDTH = 120
+FOOTER_ALL_KEYS_WIDTH = 110  # below it the footer shows the essential keys (ConsoleFooter)
 # A heavy store query (duplicates, disk) waits at least this many times its own duration before
 # it runs again, so on a big table it never turns into a constant load on the store.
 HEAVY_QUERY_SPACING = 10.0
@@ -96,14 +98,21 @@ class ActionSpec:
 
 ACTION_SPECS: tuple[ActionSpec, ...] = (
     ActionSpec("help", "question_mark", "help", "help", "Help", "show every key binding"),
-    ActionSpec("scale_up", "plus", "scale_up", "+1", "Scale up", "SHARDS + 1 (rolling restart)"),
+    ActionSpec(
+        "scale_up",
+        "plus",
+        "scale_up",
+        "+1",
+        "Scale up",
+        "SHARDS + 1 (every worker stops, then all restart)",
+    ),
     ActionSpec(
         "scale_down",
         "minus",
         "scale_down",
         "-1",
         "Scale down",
-        "SHARDS - 1, never below 1 (rolling restart)",
+        "SHARDS - 1, never below 1 (every worker stops, then all restart)",
     ),
     ActionSpec(
         "set_shards", "s", "set_shards", "shards", "Set shards", "type a shard count (1..256)"
@@ -244,7 +253,7 @@ class BackfillApp(App[str]):
                 yield GatesPanel()
                 yield RpcPanel()
                 yield DiskPanel()
-        yield Footer(compact=True, show_command_palette=False)
+        yield ConsoleFooter(compact=True, show_command_palette=False)
 
     def on_resize(self, event: events.Resize) -> None:
         self.fit_footer(event.size.width)
@@ -252,10 +261,13 @@ class BackfillApp(App[str]):
     def fit_footer(self, width: int | None = None) -> None:
         """Show the footer's "^p palette" item only when every key fits beside it (it overlaps
         the keys on narrow terminals); ctrl+p always works and the help screen lists it."""
-        wide = (self.size.width if width is None else width) >= FOOTER_PALETTE_MIN_WIDTH
+        w = self.size.width if width is None else width
+        wide = w >= FOOTER_PALETTE_MIN_WIDTH
         for footer in self.main_screen.query(Footer):
             if footer.show_command_palette != wide:
                 footer.show_command_palette = wide
+            if isinstance(footer, ConsoleFooter) and footer.narrow != (w < FOOTER_ALL_KEYS_WIDTH):
+                footer.narrow = w < FOOTER_ALL_KEYS_WIDTH
 
     def on_mount(self) -> None:
         self.query_one("#workers-table").focus()
@@ -485,6 +497,7 @@ class BackfillApp(App[str]):
 
     def action_filter_errors(self) -> None:
         self.main_screen.remove_class("-details")
+        self.main_screen.add_class("-errors")  # small screens show the Errors panel only now
         self.main_screen.query_one(ErrorsPanel).open_filter()
 
     def action_details(self) -> None:
@@ -523,6 +536,7 @@ class BackfillApp(App[str]):
         focused = self.focused
         if event.key == "escape" and focused is not None and focused.id == "errors-filter":
             self.main_screen.query_one(ErrorsPanel).close_filter(clear=True)
+            self.main_screen.remove_class("-errors")
             self.query_one("#workers-table").focus()
             event.stop()
 

@@ -96,3 +96,12 @@ def ranges(ids: list[int]) -> str:
         out.append(str(s[i]) if i == j else f"{s[i]}-{s[j]}")
         i = j + 1
     return ",".join(out)
+
+
+def elide_path(text: str, width: int) -> str:
+    """Shorten a path-like text from the left to `width` ('…/data/clickhouse'), keeping its end."""
+    if width <= 0:
+        return ""
+    if len(text) <= width:
+        return text
+    return "…" + text[len(text) - width + 1 :]

@@ -47,12 +47,14 @@ class Operator:
             eng.progress.reset_shard_counts()
             sup.scale(shards)
             eng.rpc.drop_shards_from(shards)
+            eng.view.on_scale(old, shards)
             eng.notice(f"scaled {old} -> {shards} shards")
 
         if not eng._background("scale", run):
             return refused("scale: a scaling is already in progress")
         return done(
-            f"scaling {old} -> {shards} shards (rolling restart; COMPLETE days are skipped)"
+            f"scaling {old} -> {shards} shards: every worker finishes its chunk and stops, then "
+            "all restart (COMPLETE days are skipped)"
         )
 
     def restart_worker(self, shard: int) -> ActionResult:
@@ -167,11 +169,23 @@ def status_dict(st: EngineStatus, busy: list[str]) -> dict[str, Any]:
         "days_total": st.days_total,
         "days_failed": st.days_failed,
         "rows_staged": st.rows_staged,
+        "rows_refetched": st.rows_refetched,
         "rows_per_s": round(st.rows_per_s, 1),
         "eta_s": None if st.eta_s is None else round(st.eta_s),
+        "eta_note": st.eta_note,
+        "config_shards": st.config_shards,
         "elapsed_s": round(st.elapsed_s),
         "stalled": st.stalled,
         "disk_full": st.disk_full,
+        "outcome": None
+        if st.outcome is None
+        else {
+            "phase": st.outcome.phase,
+            "detail": st.outcome.detail,
+            "snapshot": st.outcome.snapshot,
+            "backfill_s": st.outcome.backfill_s,
+            "rebuild_s": st.outcome.rebuild_s,
+        },
         "busy": busy,
         "rebuild": None if st.rebuild is None else st.rebuild.as_dict(st.now),
         "workers": [
@@ -184,6 +198,8 @@ def status_dict(st: EngineStatus, busy: list[str]) -> dict[str, Any]:
                 if w.heartbeat_age_s is None
                 else round(w.heartbeat_age_s, 1),
                 "rows": w.rows,
+                "days_done": w.days_done,
+                "days_planned": w.days_planned,
                 "restarts": w.restarts,
                 "last_error": w.last_error,
                 "last_restart": w.last_restart,

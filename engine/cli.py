@@ -306,10 +306,13 @@ def progress_line(st) -> str:
         for t, n in sorted(st.rows_staged.items())
         if t.endswith("_staging")
     )
+    refetched = sum(getattr(st, "rows_refetched", {}).values())
+    if refetched:
+        rows += f" (re-fetched {refetched:,}, kept once)"
     if st.stalled:
         eta = ""
     elif st.eta_s is None:
-        eta = "calculating"
+        eta = getattr(st, "eta_note", "") or "calculating"
     else:
         s = int(st.eta_s)
         eta = f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
@@ -321,10 +324,15 @@ def progress_line(st) -> str:
     failed = f" failed {st.days_failed}" if st.days_failed else ""
     if st.disk_full:
         failed += " | DISK FULL: fetching paused until the store can write"
+    shards = ""
+    cfg_shards = getattr(st, "config_shards", 0)
+    if cfg_shards and cfg_shards != st.shards:
+        shards = f" | SHARDS {st.shards} (config {cfg_shards})"
     return (
         f"{stamp} {st.state} days {st.days_complete}/{st.days_total} ({pct:.1f}%){failed} | "
-        f"rows {rows} | {st.rows_per_s:,.0f} rows/s | "
+        f"rows staged {rows} | {st.rows_per_s:,.0f} rows/s | "
         f"{f'STALLED: {st.stalled}' if st.stalled else f'ETA {eta}'} | workers {workers}"
+        f"{shards}"
     )
 
 

@@ -427,6 +427,17 @@ def _table(columns: list[str], right: set[str], rows: list[list[str]]) -> list[s
     return [line(columns), *(line(r) for r in rows)]
 
 
+def _days_cell(done: Any, planned: Any) -> str:
+    if isinstance(done, int) and isinstance(planned, int) and planned >= done and planned:
+        return f"{done}/{planned}"
+    return _cell(done)
+
+
+def _table_name(table: Any) -> str:
+    short = {"condition_resolutions": "resolutions", "token_registrations": "registrations"}
+    return short.get(str(table), str(table).removesuffix("_transfers_staging"))
+
+
 def _ms(value: Any) -> str:
     return f"{value:.0f}" if _number(value) else "-"
 
@@ -468,7 +479,28 @@ def format_status_text(status_dict: dict, now: float | None = None) -> str:
     days = f"{_cell(done)}/{_cell(total)} COMPLETE"
     if isinstance(done, int) and isinstance(total, int) and total > 0:
         days += f" ({100 * done / total:.1f}%)"
-    header = f"state {_cell(s.get('state'))}   shards {_cell(s.get('shards'))}   days {days}"
+    shards = _cell(s.get("shards"))
+    cfg_shards = s.get("config_shards")
+    if isinstance(cfg_shards, int) and cfg_shards and cfg_shards != s.get("shards"):
+        shards += f" (config {cfg_shards}: a rerun uses it)"
+    header = f"state {_cell(s.get('state'))}   shards {shards}   days {days}"
+    eta = s.get("eta_s")
+    if _number(eta):
+        header += f"   ETA {_age(eta)}"
+    elif s.get("eta_note"):
+        header += f"   ETA {s['eta_note']}"
+    outcome = s.get("outcome")
+    if isinstance(outcome, dict) and outcome.get("phase"):
+        words = {
+            "rebuilding": "rebuilding analytics",
+            "swapped": "analytics swapped in",
+            "not_swapped": "analytics NOT swapped",
+            "failed": "rebuild FAILED",
+        }.get(str(outcome["phase"]), str(outcome["phase"]))
+        detail = outcome.get("detail") or ""
+        header += f"\n{words}" + (f": {detail}" if detail else "")
+        if outcome.get("snapshot"):
+            header += f"; snapshot {outcome['snapshot']}"
     rebuild = s.get("rebuild")
     if isinstance(rebuild, dict) and rebuild.get("summary"):
         header += f"\nrebuild {_cell(rebuild.get('summary'))}"
@@ -476,8 +508,30 @@ def format_status_text(status_dict: dict, now: float | None = None) -> str:
         header += f"   STALLED: {s['stalled']}"
     if s.get("disk_full"):
         header += f"   DISK FULL (fetching paused): {_clip(str(s['disk_full']), 120)}"
-    columns = ["SHARD", "PID", "STATE", "DAY", "HEARTBEAT", "ROWS", "RESTARTS", "LAST ERROR"]
-    right = {"SHARD", "PID", "DAY", "HEARTBEAT", "ROWS", "RESTARTS"}
+    staged = s.get("rows_staged") or {}
+    if staged:
+        header += "\nrows staged " + ", ".join(
+            f"{_table_name(t)} {_cell(n)}" for t, n in staged.items()
+        )
+        refetched = s.get("rows_refetched") or {}
+        if refetched:
+            header += (
+                "; re-fetched "
+                + ", ".join(f"{_table_name(t)} {_cell(n)}" for t, n in refetched.items())
+                + " (kept once)"
+            )
+    columns = [
+        "SHARD",
+        "PID",
+        "STATE",
+        "DAY",
+        "HEARTBEAT",
+        "ROWS",
+        "DAYS",
+        "RESTARTS",
+        "LAST ERROR",
+    ]
+    right = {"SHARD", "PID", "DAY", "HEARTBEAT", "ROWS", "DAYS", "RESTARTS"}
     # The reason of the latest automatic restart, when any worker has one.
     restarted = any(w.get("last_restart") for w in s.get("workers") or [])
     if restarted:
@@ -493,6 +547,7 @@ def format_status_text(status_dict: dict, now: float | None = None) -> str:
                 _cell(w.get("day")),
                 _age(w.get("heartbeat_age_s")),
                 _cell(w.get("rows")),
+                _days_cell(w.get("days_done"), w.get("days_planned")),
                 _cell(w.get("restarts")),
                 *restart,
                 _clip(_cell(w.get("last_error")), 80),

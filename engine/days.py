@@ -256,3 +256,12 @@ class BlockClock:
                 guess[end_ts] = min(max(end_est, c + 1), d)
         found.update(self._search_many(brackets, guess))
         return found[start_ts], found[end_ts] - 1
+
+
+def blocks_text(first: int | None, last: int | None) -> str:
+    """'blocks 10-20', or 'no blocks (empty day)' (an empty day's last block is first - 1)."""
+    if first is None or last is None:
+        return "blocks ?"
+    if last < first:
+        return "no blocks (empty day)"
+    return f"blocks {first}-{last}"

@@ -44,6 +44,7 @@ from engine.protocol import (
     RpcReport,
 )
 from engine.rpc_health import RpcHealthBook
+from engine.run_view import RunView
 from engine.stall import stall_reason
 from engine.status import (
     DONE,
@@ -133,6 +134,7 @@ class Engine:
         self.chain_id = 0
         self.lock = threading.RLock()  # shards, shard_ids, errors, background threads
         self.progress = Progress(cfg.backfill.days, self.started_at)
+        self.view = RunView(clock)  # run totals, heartbeat rows, ETA, the end of the run
         self.rpc = RpcHealthBook()
         self.operator = Operator(self)
         self.errors: dict[tuple[str, int | None], ErrorGroup] = {}
@@ -214,6 +216,13 @@ class Engine:
             self.store, self.chain_id, self.cfg.backfill.start_date.isoformat()
         )
         self.progress.load(self.store, self.chain_id, self.cfg.backfill.start_date)
+        self.view.book.set_base(
+            panels.checkpointed_rows(
+                self.store, self.chain_id, self.cfg.backfill.start_date, self.days_total
+            )
+        )
+        if not self.explicit_shard_ids:  # rows of shards a past run scaled to and this one has not
+            panels.mark_heartbeats_gone(self.store, self.shards)
         self.loader = Loader(
             self.store,
             self.chain_id,
@@ -304,6 +313,7 @@ class Engine:
         if self.control is not None:
             self.control.stop()
             self.control = None
+        self.view.finish()
         if self.state != EngineState.COMPLETE:
             self.state = EngineState.STOPPED
 
@@ -324,6 +334,7 @@ class Engine:
             )
         elif isinstance(msg, Rows):
             loader.add_rows(msg.table, msg.data, msg.n)
+            self.view.on_rows(sh.shard, sh.pid, msg.day, msg.table, msg.n)
         elif isinstance(msg, DayDone):
             self.progress.day_done(msg.day, msg.first, msg.last)
             counts = {
@@ -336,27 +347,13 @@ class Engine:
             loader.add_checkpoint(
                 sh.shard, msg.day, msg.first, msg.last, counts, chunks=chunks, logs=msg.logs
             )
+            self.view.on_day_done(sh.shard, sh.pid, msg.day, counts)
         elif isinstance(msg, Range):
             self.progress.set_range(msg.day, msg.first, msg.last)
             loader.add_range(msg.day, msg.first, msg.last)
         elif isinstance(msg, Heartbeat):
-            day = msg.day
-            batch = f"day {day} blocks {msg.first}-{msg.last} {msg.phase}"
-            loader.set_heartbeat(
-                f"shard-{sh.shard}",
-                [
-                    f"shard-{sh.shard}",
-                    sh.shard,
-                    self.shards,
-                    sh.pid or 0,
-                    sh.state,
-                    int(day if day is not None else -1),
-                    int(msg.first or 0),
-                    int(msg.last or 0),
-                    int(msg.rows or 0),
-                    batch.strip(),
-                    sh.last_error[:200],
-                ],
+            self.view.on_beat(
+                sh, self.shards, msg.day, msg.first, msg.last, msg.rows, str(msg.phase)
             )
         elif isinstance(msg, Error):
             self._record_error(msg.kind, msg.msg, sh.shard, msg.count)
@@ -374,6 +371,7 @@ class Engine:
 
     def _on_checkpoint(self, day: int) -> None:
         self.progress.checkpointed(day, day % self.shards)
+        self.view.on_checkpoint()
         self._wake.set()
 
     def _on_skip(self, shard: int, day: int, reason: str, n: int) -> None:
@@ -419,6 +417,7 @@ class Engine:
                 self._sync_store_progress()
             self._check_disk()
             self._check_stalled()
+            self._tick_view()
             self._check_complete()
             self._maybe_run_gates()
 
@@ -475,6 +474,26 @@ class Engine:
             self.notice("no longer stalled: progress is possible again")
         self.stalled = reason
 
+    def _tick_view(self) -> None:
+        """Heartbeat rows follow the supervisor's states (written with their real times); the
+        ETA's clock advances (not while paused)."""
+        sup, loader = self.supervisor, self.loader
+        assert sup is not None and loader is not None
+        shards = dict(sup.shards)
+        working = sum(1 for k, n in self._left_by_shard().items() if n and k in shards)
+        self.view.tick(shards, self.shards, sup.paused, working)
+        for row in self.view.heartbeat_rows():
+            loader.set_heartbeat(str(row[0]), row)
+
+    def _left_by_shard(self) -> dict[int, int]:
+        """Days neither COMPLETE nor waiting for their checkpoint, per shard of this console."""
+        left = {k: 0 for k in self.shard_ids}
+        for d in self.progress.todo():
+            k = d % self.shards
+            if k in left:
+                left[k] += 1
+        return left
+
     def _sample_rate(self, now: float) -> None:
         assert self.loader is not None
         self.progress.sample_rate(now, sum(self.loader.rows_written.values()))
@@ -487,6 +506,7 @@ class Engine:
         if missing or not self.supervisor.all_done():
             return
         self.notice(f"COMPLETE: all {len(self.scope_days())} days of this console are staged")
+        self.view.backfill_complete()
         if self.run_on_complete and self.explicit_shard_ids:
             self._sync_store_progress()
             others = self.progress.missing(list(range(self.days_total)))
@@ -495,11 +515,13 @@ class Engine:
                     f"rebuild: left to the console that completes the last day "
                     f"({len(others)} day(s) of other shards not COMPLETE in the store yet)"
                 )
+                self.view.finish()
                 self.state = EngineState.COMPLETE
                 return
         if self.run_on_complete:
             self._on_complete_hook()  # state: rebuilding, then complete
         else:
+            self.view.finish()
             self.state = EngineState.COMPLETE
 
     def _sync_store_progress(self) -> None:
@@ -512,11 +534,15 @@ class Engine:
                 self.store, self.chain_id, self.cfg.backfill.start_date, self.days_total
             )
             staged = panels.staged_rows(self.store)
+            checkpointed = panels.checkpointed_rows(
+                self.store, self.chain_id, self.cfg.backfill.start_date, self.days_total
+            )
         except Exception as exc:
             self._record_error("store", f"progress from the store: {exc}", None)
             return
         written = {TABLES[k][0]: n for k, n in self.loader.rows_written.items()}
         self.progress.merge_from_store(days, staged, written)
+        self.view.book.rebase(checkpointed)  # other hosts' COMPLETE days count as staged too
 
     def _on_complete_hook(self) -> None:
         """Rebuild analytics once everything is staged (analytics/rebuild.py), in the background."""
@@ -526,13 +552,19 @@ class Engine:
 
             assert self.store is not None
             self.state = EngineState.REBUILDING
+            self.view.rebuild_step("starting")
+
+            def step(text: str) -> None:
+                self.view.rebuild_step(text)
+                self.notice(text)
+
             try:
                 # Exactly once per backfill across consoles, under the store's analytics lock.
                 outcome = rebuild_once(
                     self.store,
                     self.cfg,
                     self.chain_id,
-                    self.notice,
+                    step,
                     self._stop,
                     progress=self._on_progress,
                 )
@@ -540,6 +572,22 @@ class Engine:
                     return
                 assert isinstance(outcome, RebuildOutcome)
                 self.gates = list(outcome.gates)
+                failing = [g for g in outcome.gates if not g.passed]
+                why = (
+                    "; ".join(
+                        f"{g.name} value={g.value:.4g} (needs {g.threshold})"
+                        if isinstance(g.value, float)
+                        else f"{g.name} value={g.value} (needs {g.threshold})"
+                        for g in failing
+                    )
+                    or outcome.reason
+                )
+                self.view.rebuild_done(
+                    outcome.swapped,
+                    outcome.reason if outcome.swapped else why,
+                    str(outcome.snapshot_path or ""),
+                    failed=False,
+                )
                 self.notice(
                     "rebuild: swapped in"
                     if outcome.swapped
@@ -547,6 +595,7 @@ class Engine:
                 )
             except Exception as exc:
                 self._record_error("rebuild", str(exc), None)
+                self.view.rebuild_done(False, str(exc)[:200], "", failed=True)
                 self.notice(f"rebuild failed: {exc}")
             finally:
                 self.state = EngineState.COMPLETE
@@ -605,12 +654,18 @@ class Engine:
         workers: list[WorkerStatus] = []
         mono = time.monotonic()
         sup = self.supervisor
+        # Rows and per-shard totals at one instant, so the figures add up exactly.
+        staged, refetched, totals = self.view.book.snapshot()
+        left = self._left_by_shard()
         if sup is not None:
             # No supervisor lock: status must answer while stop_all/scale hold it.
             shards = dict(sup.shards)
             for k in sorted(shards):
                 sh = shards[k]
                 age = mono - sh.last_hb if sh.last_hb and sh.pid else None
+                # Run totals (restarts and scales do not reset them): rows, days, restarts.
+                run_rows, run_days, run_restarts = totals.get(k, (0, 0, 0))
+                days_left = left.get(k, 0)
                 workers.append(
                     WorkerStatus(
                         shard=k,
@@ -621,10 +676,10 @@ class Engine:
                         block_to=sh.block_to,
                         phase=sh.phase,
                         heartbeat_age_s=age if sh.state not in (DONE,) else None,
-                        rows=sh.rows,
-                        days_done=sh.days_done,
-                        days_planned=sh.days_planned,
-                        restarts=sh.restarts,
+                        rows=run_rows,
+                        days_done=max(run_days, sh.days_done),
+                        days_planned=max(run_days, sh.days_done) + days_left,
+                        restarts=max(run_restarts, sh.restarts),
                         last_error=sh.last_error,
                         last_restart=sh.last_restart_reason,
                     )
@@ -635,15 +690,15 @@ class Engine:
         live = None if sup is None else {w.shard for w in workers if w.pid is not None}
         rpc = self._rpc_health(live)
         in_progress = len({w.day for w in workers if w.day is not None and w.state != DONE})
-        written: dict[str, int] = {}
-        if self.loader is not None:
-            for kind, n in self.loader.rows_written.items():
-                table = TABLES[kind][0]
-                written[table] = written.get(table, 0) + n
-        rows = self.progress.rows_staged(written)
+        rows = staged
         state = self.state
-        if state == EngineState.RUNNING and sup is not None and sup.paused:
+        paused = state == EngineState.RUNNING and sup is not None and sup.paused
+        if paused:
             state = EngineState.PAUSED
+        if state in (EngineState.RUNNING, EngineState.PAUSED) and sup is not None:
+            eta = self.view.estimate(left, paused, dict(sup.shards))
+        else:
+            eta = self.view.estimate({}, False, {})
         return EngineStatus(
             state=state,
             chain=self.chain,
@@ -660,7 +715,7 @@ class Engine:
             rate_history=list(self.progress.rate_history),
             rows_per_s=self.progress.rate(),
             # Nothing progresses while stalled: no ETA.
-            eta_s=None if stalled else self.progress.eta(now, list(self.shard_ids), self.shards),
+            eta_s=None if stalled else eta.seconds,
             stall_after_s=self.cfg.monitor.stall_after_s,
             workers=workers,
             rpc=rpc,
@@ -670,6 +725,11 @@ class Engine:
             rebuild=self.rebuild_progress,
             stalled=stalled,
             disk_full=self.disk_full,
+            rows_refetched=refetched,
+            eta_note=f"none: {stalled}" if stalled else eta.note,
+            config_shards=self.cfg.backfill.shards,
+            finished_at=self.view.finished_at,
+            outcome=self.view.outcome_now(self.started_at),
         )
 
     def _rpc_health(self, live: set[int] | None = None) -> list[RpcHealth]:

@@ -248,10 +248,29 @@ class EngineStatus:
     stalled: str = ""
     #: The store's write error while its disk is full ("" otherwise); fetching is paused meanwhile.
     disk_full: str = ""
+    # Rows received again after a restart or scale (the store keeps them once: staged rows
+    # above are what SQL counts; these are extra work, not extra rows).
+    rows_refetched: dict[str, int] = field(default_factory=dict)
+    eta_note: str = ""  # why there is no ETA ("paused", "stalled: shard 3", "calculating")
+    config_shards: int = 0  # backfill.shards of the config (a rerun goes back to it); 0 unknown
+    finished_at: float | None = None  # unix time the run ended: elapsed stops there
+    outcome: RunOutcome | None = None  # the on-complete rebuild: running, swapped in or not
 
     @property
     def elapsed_s(self) -> float:
-        return max(0.0, self.now - self.started_at)
+        end = self.now if self.finished_at is None else self.finished_at
+        return max(0.0, end - self.started_at)
+
+
+@dataclass
+class RunOutcome:
+    """What the on-complete rebuild did, for the end screen."""
+
+    phase: str  # "rebuilding" | "swapped" | "not_swapped" | "failed"
+    detail: str = ""  # the rebuild's latest step while it runs; why it was NOT swapped
+    snapshot: str = ""  # path of the snapshot written after a swap
+    backfill_s: float | None = None  # start to the last day COMPLETE
+    rebuild_s: float | None = None  # rebuild + hard gate + swap (so far, while it runs)
 
 
 @dataclass

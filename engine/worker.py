@@ -32,7 +32,7 @@ from engine.constants import (
     TRANSFER_SINGLE_TOPIC,
     TRANSFER_TOPIC,
 )
-from engine.days import BlockClock, day_start_ts
+from engine.days import BlockClock, blocks_text, day_start_ts
 from engine.decode import DecodeFilter, decode_logs
 from engine.masking import mask_secrets
 from engine.protocol import (
@@ -360,10 +360,9 @@ class Worker:
             )
         )
         log.info(
-            "day %d COMPLETE blocks %d-%d rows %s timestamp_calls %d",
+            "day %d COMPLETE %s rows %s timestamp_calls %d",
             day,
-            first,
-            last,
+            blocks_text(first, last),
             dict(counts),
             len(self.log_ts),
         )

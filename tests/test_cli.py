@@ -45,6 +45,11 @@ VERBS = list(SUBCOMMANDS)
             "hard-gate",
             ["--no-ui"],
         ),  # not shared: stays, argparse names it
+        (
+            ["--config", "c", "plan", "--max-requests", "20"],
+            "plan",
+            ["--config", "c", "--max-requests", "20"],
+        ),
         (["--", "ctl"], None, ["--", "ctl"]),
         ([], None, []),
     ],
@@ -298,3 +303,17 @@ def test_version_with_an_unreachable_store_server_says_so(
         "(connection refused): check clickhouse.url / CLICKHOUSE_URL)"
     )
     assert len(lines) == 5  # no devchain: no anvil line
+
+
+def test_every_sub_command_accepts_config_before_and_after_its_verb(
+    short_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Generic over SUBCOMMANDS: a bad config is reported the same wherever --config is."""
+    missing = str(short_dir / "nope.toml")
+    for verb in SUBCOMMANDS:
+        extra = ["status"] if verb == "ctl" else []
+        for argv in ([verb, *extra, "--config", missing], ["--config", missing, verb, *extra]):
+            code = main(argv)
+            err = capsys.readouterr().err
+            assert code == 2, (argv, err)
+            assert "nope.toml: cannot read config file" in err, (argv, err)

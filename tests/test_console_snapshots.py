@@ -17,8 +17,11 @@ from tests.support.app import make_app, settle
 from tests.support.fake_engine import (
     NOW,
     FakeEngine,
+    end_status,
     failing_gate_status,
     fatal_status,
+    long_values_status,
+    sample_grid,
     sample_status,
 )
 
@@ -95,4 +98,20 @@ def test_rpc_two_keys_at_one_provider(snap_compare):
     ]
     st = sample_status(rpc=merge_rpc_health({0: reports}))
     engine = FakeEngine(status=st)
+    assert snap_compare(make_app(engine), terminal_size=(120, 40), run_before=settle)
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
+def test_ten_workers_with_long_values(snap_compare, size):
+    """Every worker row, the notes, the header and the rows lines fit (nothing important cut)."""
+    engine = FakeEngine(status=long_values_status(), grid=sample_grid(shards=10))
+    assert snap_compare(make_app(engine), terminal_size=size, run_before=settle)
+
+
+@pytest.mark.parametrize("phase", ["rebuilding", "swapped", "not_swapped"])
+def test_end_screen(snap_compare, phase):
+    """After the last day: the rebuild's progress, then swapped in (snapshot path) or NOT
+    swapped (the gate), with the elapsed time frozen and split into backfill and rebuild."""
+    grid = ["done"] * 1048
+    engine = FakeEngine(status=end_status(phase), grid=grid)
     assert snap_compare(make_app(engine), terminal_size=(120, 40), run_before=settle)

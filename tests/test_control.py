@@ -298,6 +298,11 @@ def test_format_status_text() -> None:
         "state": "RUNNING",
         "days_complete": 12,
         "days_total": 48,
+        "config_shards": 2,
+        "eta_s": None,
+        "eta_note": "none: shard 1 stalled",
+        "rows_staged": {"erc20_transfers_staging": 1234572, "condition_resolutions": 3},
+        "rows_refetched": {"erc20_transfers_staging": 17},
         "workers": [
             {
                 "shard": 0,
@@ -306,6 +311,8 @@ def test_format_status_text() -> None:
                 "day": 12,
                 "heartbeat_age_s": 3.4,
                 "rows": 1234567,
+                "days_done": 4,
+                "days_planned": 16,
                 "restarts": 0,
                 "last_error": None,
             },
@@ -333,12 +340,15 @@ def test_format_status_text() -> None:
     }
     text = format_status_text(status)
     assert text == (
-        "state RUNNING   shards 3   days 12/48 COMPLETE (25.0%)\n"
+        "state RUNNING   shards 3 (config 2: a rerun uses it)   days 12/48 COMPLETE (25.0%)"
+        "   ETA none: shard 1 stalled\n"
+        "rows staged erc20 1,234,572, resolutions 3; re-fetched erc20 17 (kept once)\n"
         "\n"
-        "SHARD   PID  STATE    DAY  HEARTBEAT       ROWS  RESTARTS  LAST ERROR\n"
-        "    0  4242  RUNNING   12         3s  1,234,567         0  -\n"
-        "    1     -  BACKOFF    -      2m05s          0         2  rpc_429: too many requests\n"
-        "   10    77  DONE      47      2h02m          5         0  -\n"
+        "SHARD   PID  STATE    DAY  HEARTBEAT       ROWS  DAYS  RESTARTS  LAST ERROR\n"
+        "    0  4242  RUNNING   12         3s  1,234,567  4/16         0  -\n"
+        "    1     -  BACKOFF    -      2m05s          0     -         2  "
+        "rpc_429: too many requests\n"
+        "   10    77  DONE      47      2h02m          5     -         0  -\n"
     )
 
 

@@ -50,8 +50,11 @@ class ShardsScreen(ModalScreen[int | None]):
         with Vertical(classes="dialog", id="shards-dialog"):
             yield Static("Set SHARDS", classes="dialog-title")
             yield Static(
-                f"Current SHARDS: {self.current}. Changing it is a rolling restart: rows already "
-                "inserted stay, COMPLETE days are skipped, a half-done day is redone harmlessly.",
+                f"Current SHARDS: {self.current}. Changing it is not a rolling restart: every "
+                "worker finishes its current chunk and stops, then all start again with the new "
+                "SHARDS (fetching pauses for a few seconds). Rows already inserted stay, COMPLETE "
+                "days are skipped, a half-done day is redone harmlessly. A rerun goes back to "
+                "the config's backfill.shards.",
                 classes="dialog-body",
             )
             yield Input(

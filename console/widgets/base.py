@@ -61,6 +61,22 @@ class Panel(DataView, Vertical):
         self.border_title = self.TITLE
 
 
+def pack(items: list[Text], width: int, sep: str = "  ") -> Text:
+    """Items on as few lines as fit `width`, never split inside an item (0: one line)."""
+    out = Text(no_wrap=True, overflow="ellipsis")
+    used = 0
+    for item in items:
+        if used and width > 0 and used + len(sep) + item.cell_len > width:
+            out.append("\n")
+            used = 0
+        elif used:
+            out.append(sep)
+            used += len(sep)
+        out.append_text(item)
+        used += item.cell_len
+    return out
+
+
 def error_text(what: str, message: str, at: float | None, now: float) -> Text:
     """'<what> failed 3s ago: <message>' in red, for a panel whose query raised."""
     when = f" {fmt.age(now - at)} ago" if at is not None else ""

@@ -4,6 +4,7 @@ one-line health summary of the panels that do not fit."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from rich.text import Text
 from textual.widgets import Static
@@ -18,9 +19,10 @@ from console.widgets.base import (
     OK,
     WARN,
     DataView,
+    pack,
     update_if_changed,
 )
-from engine.status import EngineState, WorkerState
+from engine.status import EngineState, EngineStatus, WorkerState
 
 STALE_AFTER_S = 5.0
 #: Engine states an operator's pending abort is shown over (the engine has not caught up yet).
@@ -55,6 +57,9 @@ class HeaderBar(DataView, Static):
         t.append(f" {state.upper()} ", style=ENGINE_STATE_STYLES.get(state, "bold"))
         if st.stalled:
             t.append(f" STALLED: {st.stalled} ", style=ALARM)
+        verdict = outcome_words(st)
+        if verdict:
+            t.append(f" {verdict} ", style=OUTCOME_STYLES.get(st.outcome.phase, "bold"))  # type: ignore[union-attr]
         waited = data.waiting_s(STATUS, now)
         if waited >= STALE_AFTER_S:
             # Input still works, but the engine has not answered: say so, not a frozen clock.
@@ -63,15 +68,57 @@ class HeaderBar(DataView, Static):
             t.append(f" status stale: {data.error(STATUS)} ", style=ALARM)
         t.append("  SHARDS ", style=MUTED)
         t.append(str(st.shards), style="bold")
+        if st.config_shards and st.config_shards != st.shards:
+            t.append(f" (config {st.config_shards})", style=WARN)
         if st.shard_ids and sorted(st.shard_ids) != list(range(st.shards)):
             t.append(f" (ids {fmt.ranges(st.shard_ids)})")
         t.append("  elapsed ", style=MUTED)
         t.append(fmt.duration(st.elapsed_s), style="bold")
+        o = st.outcome
+        if o is not None and o.backfill_s is not None:
+            t.append(f" (backfill {fmt.duration(o.backfill_s)}", style=MUTED)
+            if o.rebuild_s is not None:
+                t.append(f", rebuild {fmt.duration(o.rebuild_s)}", style=MUTED)
+            t.append(")", style=MUTED)
+        # Chain and store share what is left of the line; paths keep their end.
+        room = max(0, self.size.width or 120) - t.cell_len - len("  chain   store ")
+        chain, store = st.chain, st.store
+        if len(chain) + len(store) > room:
+            # The chain first; the store (also in the Disk panel's title) gets what is left,
+            # its path cut from the left so its end stays readable.
+            chain = fmt.clip(chain, max(12, room - min(len(store), max(16, room * 2 // 5))))
+            store = fmt.elide_path(store, room - len(chain))
+            if len(store) < 12:  # no room for a useful path: the chain takes the line
+                chain, store = fmt.clip(st.chain, max(12, room + 8)), ""
         t.append("  chain ", style=MUTED)
-        t.append(st.chain)
-        t.append("  store ", style=MUTED)
-        t.append(st.store)
+        t.append(chain)
+        if len(store) >= 12:
+            t.append("  store ", style=MUTED)
+            t.append(store)
         update_if_changed(self, t)
+
+    def on_resize(self) -> None:
+        data = getattr(self.app, "data", None)
+        if isinstance(data, ConsoleData) and data.status is not None:
+            self.show(data, data.status.now)
+
+
+OUTCOME_STYLES = {
+    "swapped": "bold black on green",
+    "not_swapped": ALARM,
+    "failed": ALARM,
+    "rebuilding": "bold cyan",
+}
+
+
+def outcome_words(st: EngineStatus) -> str:
+    """'swapped in' / 'NOT swapped' / 'rebuild FAILED' for the header; '' while none."""
+    o = st.outcome
+    if o is None or o.phase == "rebuilding":
+        return ""
+    return {"swapped": "swapped in", "not_swapped": "NOT swapped", "failed": "rebuild FAILED"}.get(
+        o.phase, o.phase
+    )
 
 
 class Banner(DataView, Static):
@@ -91,13 +138,19 @@ class Banner(DataView, Static):
             state = st.state
             if self.override_state and state in OVERRIDDEN_STATES:
                 state = self.override_state
-            if state == EngineState.COMPLETE:
+            o = st.outcome
+            if o is not None and o.phase == "rebuilding":
+                took = f" {fmt.duration(o.rebuild_s)}" if o.rebuild_s is not None else ""
+                if st.rebuild is not None:  # chunks done / total and its ETA
+                    o = replace(o, detail=st.rebuild.summary(st.now))
                 lines.append(
                     Text(
-                        f" COMPLETE: all {st.days_total:,} days staged ",
-                        style="bold black on green",
+                        f" REBUILDING analytics{took}: {o.detail or 'starting'} ",
+                        style="bold black on cyan",
                     )
                 )
+            elif state == EngineState.COMPLETE:
+                lines.append(complete_line(st))
             elif state == EngineState.ABORTING:
                 lines.append(
                     Text(
@@ -154,6 +207,28 @@ class Banner(DataView, Static):
         update_if_changed(self, Text("\n").join(lines) if lines else "")
 
 
+def complete_line(st: EngineStatus) -> Text:
+    """The end screen's banner: all staged, and what the rebuild did (snapshot or gate)."""
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append(f" COMPLETE: all {st.days_total:,} days staged ", style="bold black on green")
+    o = st.outcome
+    if o is None:
+        return t
+    if o.phase == "swapped":
+        t.append(" analytics swapped in ", style="bold black on green")
+        if o.snapshot:
+            t.append(" snapshot ", style=MUTED)
+            t.append(o.snapshot)
+    elif o.phase == "not_swapped":
+        t.append(" analytics NOT swapped: ", style=ALARM)
+        t.append(o.detail, style="bold red")
+        t.append("  (on-complete.log)", style=MUTED)
+    elif o.phase == "failed":
+        t.append(" rebuild FAILED: ", style=ALARM)
+        t.append(o.detail, style="bold red")
+    return t
+
+
 class HealthStrip(DataView, Static):
     """Narrow terminals: duplicates, gates, disk and RPC flags on one line (d shows the panels)."""
 
@@ -164,8 +239,8 @@ class HealthStrip(DataView, Static):
         self.hints = dict(hints or {})
 
     def show(self, data: ConsoleData, now: float) -> None:
-        t = Text(no_wrap=False)
-        sep = Text(" │ ", style=MUTED)
+        segments: list[Text] = []
+        t = Text()
         # Duplicates
         t.append("dups ", style="bold")
         if data.error(DUPLICATES):
@@ -177,19 +252,21 @@ class HealthStrip(DataView, Static):
             final = sum(c.final_duplicates for c in data.duplicates)
             t.append(f"wait {fmt.short(waiting)} ")
             t.append(f"FINAL {final}", style=OK if final == 0 else "bold white on red")
-        t.append_text(sep)
+        segments.append(t)
+        t = Text()
         # Gates
         t.append("gates ", style="bold")
         st = data.status
         if st is None or not st.gates:
-            t.append("none run yet", style=MUTED)
+            t.append("none yet", style=MUTED)
         else:
             bad = [g.name for g in st.gates if not g.passed]
             if bad:
                 t.append(f"FAIL {', '.join(bad)}", style=ALARM)
             else:
                 t.append(f"{len(st.gates)} pass", style=OK)
-        t.append_text(sep)
+        segments.append(t)
+        t = Text()
         # Disk
         t.append("disk ", style="bold")
         if data.error(DISK):
@@ -204,7 +281,8 @@ class HealthStrip(DataView, Static):
                     data.disk.total_bytes or 1
                 )
                 t.append(f" free {fmt.size(data.disk.free_bytes)}", style=BAD if low else "")
-        t.append_text(sep)
+        segments.append(t)
+        t = Text()
         # RPC
         t.append("rpc ", style="bold")
         if st is None or not st.rpc:
@@ -216,5 +294,20 @@ class HealthStrip(DataView, Static):
             t.append(f" · 429s {n429}", style=WARN if n429 else "")
             if cooling:
                 t.append(f" · {cooling} cooling", style=WARN)
-        t.append(f"   {_key(self.hints, 'details')}: all panels", style=MUTED)
-        update_if_changed(self, t)
+        segments.append(t)
+        t = Text()
+        # Errors (their panel is hidden on short narrow screens)
+        t.append("errors ", style="bold")
+        if st is None or not st.errors:
+            t.append("none", style=MUTED)
+        else:
+            kinds: dict[str, int] = {}
+            for g in st.errors:
+                kinds[g.kind] = kinds.get(g.kind, 0) + g.count
+            top = sorted(kinds.items(), key=lambda kv: -kv[1])[:1]
+            t.append(f"{sum(kinds.values()):,}", style=WARN)
+            t.append(" (" + ", ".join(f"{k} {n:,}" for k, n in top) + ")", style=MUTED)
+            t.append(f" {_key(self.hints, 'filter_errors')}: list", style=MUTED)
+        segments.append(t)
+        width = self.content_size.width or max(20, self.app.size.width - 2)
+        update_if_changed(self, pack(segments, width, sep=" │ "))

@@ -223,6 +223,9 @@ class DiskPanel(_BodyPanel):
     def show(self, data: ConsoleData, now: float) -> None:
         every = data.every.get(DISK, DISK_EVERY_S)
         self.border_subtitle = _checked(data.updated_at.get(DISK), now, every)
+        if data.status is not None and data.status.store:
+            width = max(10, self.size.width - 12) if self.size.width else 60
+            self.border_title = f"Disk · {fmt.elide_path(data.status.store, width)}"
         parts: list[object] = []
         st = data.status
         if st is not None and st.disk_full:
@@ -254,7 +257,7 @@ class DiskPanel(_BodyPanel):
             free.append(fmt.size(rep.free_bytes), style=style)
             if rep.total_bytes:
                 free.append(f" of {fmt.size(rep.total_bytes)} ({100 * (share or 0):.0f}%)")
-        free.append(f"  ·  ours {fmt.size(sum(u.bytes_on_disk for u in rep.tables))}", style=MUTED)
+        free.append(f" · ours {fmt.size(sum(u.bytes_on_disk for u in rep.tables))}", style=MUTED)
         parts.insert(0, free)
         t = _table()
         t.add_column("table", no_wrap=True, overflow="ellipsis", ratio=1)

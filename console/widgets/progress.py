@@ -13,8 +13,24 @@ from textual.widgets import Sparkline, Static
 
 from console import fmt
 from console.data import GRID, STATUS, ConsoleData
-from console.widgets.base import BAD, MUTED, OK, Panel, error_text, update_if_changed
-from engine.status import DAY_DONE, DAY_FAILED, DAY_PENDING, DAY_RUNNING, EngineState
+from console.widgets.base import (
+    BAD,
+    MUTED,
+    OK,
+    WARN,
+    Panel,
+    error_text,
+    pack,
+    update_if_changed,
+)
+from engine.status import (
+    DAY_DONE,
+    DAY_FAILED,
+    DAY_PENDING,
+    DAY_RUNNING,
+    EngineState,
+    EngineStatus,
+)
 
 PARTIAL = "partial"  # a cell of several days, some COMPLETE and some not
 # Glyph and style per cell state; glyphs differ so the grid reads without colour too.
@@ -38,7 +54,7 @@ TABLE_ORDER = (
 def max_grid_rows(screen_height: int) -> int:
     """Grid rows allowed for a terminal height: small screens keep room for the workers."""
     if screen_height < 32:
-        return 3
+        return 1
     if screen_height < 45:
         return 6
     return 10
@@ -151,17 +167,23 @@ class ProgressPanel(Panel):
                     error_text("status", data.errors[STATUS], data.error_at.get(STATUS), now),
                 )
             return
+        width = self._line_width()
         pct = 100.0 * st.days_complete / st.days_total if st.days_total else 0.0
         pending = max(0, st.days_total - st.days_complete - st.days_in_progress - st.days_failed)
-        t = Text(no_wrap=True, overflow="ellipsis")
-        t.append("days ", style=MUTED)
-        t.append(f"{st.days_complete:,}/{st.days_total:,}", style="bold")
-        t.append(" COMPLETE ", style=MUTED)
-        t.append(f"{pct:.1f}%", style="bold green" if st.days_complete == st.days_total else "bold")
-        t.append(f"  ·  {st.days_in_progress} in progress", style="yellow")
-        t.append(f"  ·  {st.days_failed} failed", style=BAD if st.days_failed else MUTED)
-        t.append(f"  ·  {pending:,} pending", style=MUTED)
-        update_if_changed(self.query_one("#p-days", Static), t)
+        head = Text()
+        head.append("days ", style=MUTED)
+        head.append(f"{st.days_complete:,}/{st.days_total:,}", style="bold")
+        head.append(" COMPLETE ", style=MUTED)
+        head.append(
+            f"{pct:.1f}%", style="bold green" if st.days_complete == st.days_total else "bold"
+        )
+        items = [
+            head,
+            Text(f"· {st.days_in_progress:,} running", style="yellow"),
+            Text(f"· {st.days_failed:,} failed", style=BAD if st.days_failed else MUTED),
+            Text(f"· {pending:,} todo", style=MUTED),
+        ]
+        update_if_changed(self.query_one("#p-days", Static), pack(items, width, sep=" "))
 
         rps = Text(no_wrap=True)
         rps.append(f"{fmt.num(round(st.rows_per_s))}", style="bold")
@@ -171,26 +193,52 @@ class ProgressPanel(Panel):
         history = list(st.rate_history[-120:]) or [0.0]
         if spark.data != history:
             spark.data = history
-        eta = Text(no_wrap=True)
-        eta.append(" ETA ", style=MUTED)
-        if st.state == EngineState.COMPLETE:
-            eta.append("done", style=OK)
-        elif st.state == EngineState.REBUILDING and st.rebuild is not None:
-            eta.append("rebuild ", style=MUTED)
-            eta.append(st.rebuild.summary(st.now), style="bold")
-        elif st.stalled:
-            eta.append("none: STALLED (see the header)", style=BAD)
-        elif st.eta_s is None:
-            eta.append("calculating", style=MUTED)
-        else:
-            eta.append(fmt.duration(st.eta_s), style="bold")
-        update_if_changed(self.query_one("#p-eta", Static), eta)
+        update_if_changed(self.query_one("#p-eta", Static), eta_text(st))
 
-        rows = Text(no_wrap=True, overflow="ellipsis")
-        rows.append("rows", style=MUTED)
         names = [n for n in TABLE_ORDER if n in st.rows_staged]
         names += sorted(n for n in st.rows_staged if n not in TABLE_ORDER)
+        cells = [Text("staged", style=MUTED)]
         for name in names:
-            rows.append(f"  {fmt.table_name(name)} ", style=MUTED)
-            rows.append(fmt.num(st.rows_staged[name]), style="bold")
-        update_if_changed(self.query_one("#p-rows", Static), rows)
+            t = Text()
+            t.append(f"{fmt.table_name(name)} ", style=MUTED)
+            t.append(fmt.num(st.rows_staged[name]), style="bold")
+            cells.append(t)
+        refetched = sum(st.rows_refetched.values())
+        if refetched:
+            t = Text()
+            t.append("re-fetched ", style=WARN)
+            t.append(fmt.num(refetched), style=WARN)
+            t.append(" (kept once)", style=MUTED)
+            cells.append(t)
+        update_if_changed(self.query_one("#p-rows", Static), pack(cells, width))
+
+    def _line_width(self) -> int:
+        """Width of a text line inside the panel (before the first layout: the screen's)."""
+        w = self.content_size.width
+        return w if w > 0 else max(20, self.app.size.width - 4)
+
+    def on_resize(self) -> None:
+        app = self.app
+        data = getattr(app, "data", None)
+        if isinstance(data, ConsoleData):
+            self.show(data, data.status.now if data.status is not None else 0.0)
+
+
+def eta_text(st: EngineStatus) -> Text:
+    """' ETA 1:02:03', ' ETA done', or no ETA and why (paused, stalled, calculating)."""
+    eta = Text(no_wrap=True)
+    eta.append(" ETA ", style=MUTED)
+    if st.state == EngineState.REBUILDING and st.rebuild is not None:
+        eta.append("rebuild ", style=MUTED)
+        eta.append(st.rebuild.summary(st.now), style="bold")
+    elif st.state == EngineState.COMPLETE or (st.days_total and st.days_complete == st.days_total):
+        eta.append("done", style=OK)
+    elif st.stalled:
+        eta.append("none: STALLED (see the header)", style=BAD)
+    elif st.state == EngineState.PAUSED:
+        eta.append("none while paused", style=WARN)
+    elif st.eta_s is None:
+        eta.append(st.eta_note or "calculating", style=WARN if st.eta_note else MUTED)
+    else:
+        eta.append(fmt.duration(st.eta_s), style="bold")
+    return eta

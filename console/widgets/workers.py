@@ -6,25 +6,40 @@ from collections import Counter
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
 from console import fmt
 from console.data import STATUS, ConsoleData
-from console.widgets.base import BAD, MUTED, OK, STATE_STYLES, WARN, Panel
-from engine.status import WORKER_STATES, Phase, WorkerStatus
+from console.widgets.base import BAD, MUTED, OK, STATE_STYLES, WARN, Panel, update_if_changed
+from engine.status import Phase, WorkerStatus
 
 COLUMNS = (
     ("shard", "#"),
     ("state", "state"),
     ("pid", "pid"),
     ("day", "day"),
-    ("hb", "hb"),
+    ("hb", "heartbeat"),
     ("rows", "rows"),
     ("days", "days"),
-    ("restarts", "rst"),
-    ("error", "doing · last error"),
+    ("restarts", "restarts"),
 )
-ERROR_WIDTH = 60
+#: What every column means (the help screen shows these, one line each).
+COLUMN_HELP = (
+    ("#", "shard id: the shard owns the days where day % SHARDS == #"),
+    ("state", "STARTING RUNNING STALLED BACKOFF STOPPING DONE FATAL STOPPED (see below)"),
+    ("pid", "the worker's process id (- when no process runs)"),
+    ("day", "the day it fetches now"),
+    ("heartbeat", "time since its last heartbeat (green < 60 s, yellow, red past the stall limit)"),
+    ("rows", "rows it received this run, over all its processes (re-fetched ones included)"),
+    ("days", "days it finished this run / days it had to do when the run started"),
+    ("restarts", "its restarts this run (by the supervisor, r/R, and scales)"),
+    (
+        "notes",
+        "under the table: what a worker is doing when not plain fetching, and its last error",
+    ),
+)
+#: Notes under the table: at most this many lines (one per worker with something to say).
+MAX_NOTES = 3
 QUIET_PHASES = ("", Phase.FETCH)
 # What a worker's phase (from its heartbeat) means, in the operator's words.
 PHASE_LABELS = {
@@ -36,6 +51,7 @@ PHASE_LABELS = {
     Phase.PAUSED: "paused",
 }
 FRESH_HEARTBEAT_S = 60.0
+TITLE_ORDER = ("FATAL", "STALLED", "BACKOFF", "STOPPING", "STARTING", "RUNNING", "DONE", "STOPPED")
 
 
 def heartbeat_cell(age_s: float | None, stall_after_s: float) -> Text:
@@ -55,19 +71,44 @@ def _width(value: object) -> int:
     return value.cell_len if isinstance(value, Text) else len(str(value))
 
 
+def worker_note(w: WorkerStatus) -> Text | None:
+    """'5 retrying: rpc_429: ...' for a worker doing something other than fetching, or with an
+    error; None for a quiet worker."""
+    phase = w.phase not in QUIET_PHASES
+    if not phase and not w.last_error and not w.last_restart:
+        return None
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append(f"{w.shard:>2} ", style="bold")
+    if phase:
+        label = PHASE_LABELS.get(w.phase, w.phase)
+        t.append(label, style=WARN if w.phase == "retry" else MUTED)
+        if w.last_error:
+            t.append(": ", style=MUTED)
+    if w.last_restart:  # why the latest automatic restart happened (restarts counts them)
+        t.append(f"restarted: {' '.join(w.last_restart.split())}; ", style=WARN)
+    if w.last_error:
+        t.append(" ".join(w.last_error.split()), style="red")
+    return t
+
+
+def fit_notes(notes: list[Text], width: int, lines: int) -> list[Text]:
+    """Notes within `lines` lines of `width`: a single note wraps onto them; several take one
+    line each (cut with an ellipsis), the overflow becoming '+N more' (ctl status lists all)."""
+    if not notes or lines <= 0:
+        return []
+    if len(notes) == 1 and lines > 1:
+        one = notes[0].copy()
+        one.no_wrap = False
+        return [one]
+    if len(notes) <= lines or lines == 1:
+        return notes[:lines]
+    more = len(notes) - (lines - 1)
+    return [*notes[: lines - 1], Text(f"+{more} more: ctl status lists every worker", style=MUTED)]
+
+
 def worker_cells(w: WorkerStatus, stall_after_s: float) -> dict[str, object]:
     """The row of one worker, by column key."""
     day = Text("-" if w.day is None else str(w.day), justify="right")
-    # The worker's phase (retry, wait_final, paused) leads the last column: it explains a slow
-    # heartbeat before the error does.
-    note = Text(no_wrap=True)
-    if w.phase not in QUIET_PHASES:
-        label = PHASE_LABELS.get(w.phase, w.phase)
-        note.append(f"[{label}] ", style=WARN if w.phase == Phase.RETRY else MUTED)
-    if w.last_restart:
-        # Why the latest automatic restart happened (the rst column counts them).
-        note.append(f"[restarted: {fmt.clip(w.last_restart, 30)}] ", style=WARN)
-    note.append(fmt.clip(w.last_error, ERROR_WIDTH), style="red")
     planned = (
         f"{w.days_done}/{w.days_planned}"
         if w.days_planned >= w.days_done and w.days_planned
@@ -82,12 +123,13 @@ def worker_cells(w: WorkerStatus, stall_after_s: float) -> dict[str, object]:
         "rows": Text(fmt.short(w.rows), justify="right"),
         "days": Text(planned, justify="right"),
         "restarts": Text(str(w.restarts), style=WARN if w.restarts else "", justify="right"),
-        "error": note,
     }
 
 
 class WorkersPanel(Panel):
-    """Shard, state (coloured), pid, day, heartbeat age, rows, days, restarts, last error."""
+    """Shard, state (coloured), pid, day, heartbeat age, rows, days, restarts; under the table,
+    one note per worker that is not plainly fetching or has an error (full width, so the text is
+    read, not guessed from a clipped column)."""
 
     SOURCES = (STATUS,)
     TITLE = "Workers"
@@ -103,6 +145,7 @@ class WorkersPanel(Panel):
         for key, label in COLUMNS:
             table.add_column(label, key=key)
         yield table
+        yield Static("", id="workers-notes")
 
     @property
     def table(self) -> DataTable[object]:
@@ -135,18 +178,26 @@ class WorkersPanel(Panel):
                 for key, value in cells.items():
                     prev = old.get(key)
                     if prev != value:
-                        # Widen a column when its text grows (day 99 -> 100, 9/131 -> 10/131);
-                        # the last column also shrinks back when an error clears.
+                        # Widen a column when its text grows (day 99 -> 100, 9/131 -> 10/131).
                         grows = _width(value) > _width(prev)
-                        table.update_cell(
-                            str(w.shard), key, value, update_width=grows or key == "error"
-                        )
+                        table.update_cell(str(w.shard), key, value, update_width=grows)
             self._cells[w.shard] = cells
         for shard in [s for s in self._cells if s not in seen]:
             table.remove_row(str(shard))
             del self._cells[shard]
         if added:
             table.sort("shard")
+        # Errors first (they need reading), then the other phases, in shard order.
+        ordered = sorted(st.workers, key=lambda w: (not w.last_error, w.shard))
+        notes = [n for w in ordered if (n := worker_note(w)) is not None]
+        box = self.query_one("#workers-notes", Static)
+        budget = 1 if self.app.size.height < 32 else MAX_NOTES
+        shown = fit_notes(notes, box.content_size.width or self.app.size.width - 4, budget)
+        box.set_class(bool(shown), "-show")
+        box.set_class(len(shown) == 1, "-wrap")
+        text = Text("\n", no_wrap=len(shown) > 1, overflow="ellipsis").join(shown)
+        update_if_changed(box, text if shown else "")
         counts = Counter(w.state for w in st.workers)
-        summary = " · ".join(f"{counts[s]} {s}" for s in WORKER_STATES if counts[s])
+        # Alarming states first, so a narrow title never cuts them off.
+        summary = " · ".join(f"{counts[s]} {s}" for s in TITLE_ORDER if counts[s])
         self.border_title = f"Workers {len(st.workers)}" + (f" · {summary}" if summary else "")

@@ -213,7 +213,8 @@ class Loader:
             self._pending.ranges.append(row)
 
     def set_heartbeat(self, worker_id: str, row: list[Any]) -> None:
-        """Latest heartbeat per worker (HEARTBEAT_COLUMNS without updated_at)."""
+        """A changed heartbeat row (HEARTBEAT_COLUMNS, updated_at included: the worker's last
+        real heartbeat, engine.heartbeats). Written once at the next heartbeat flush."""
         with self._cond:
             self._heartbeats[worker_id] = row
 
@@ -376,17 +377,19 @@ class Loader:
         return rows, decoded
 
     def _flush_heartbeats(self) -> None:
+        """Write the rows changed since the last flush, each with its own updated_at (never
+        re-stamped: the playbook reads now() - updated_at as the worker's silence)."""
         with self._cond:
-            rows = list(self._heartbeats.values())
-        if not rows:
+            batch, self._heartbeats = self._heartbeats, {}
+        if not batch:
             return
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         try:
             self.store.insert_json_rows(
-                f"{self.store.database}.worker_heartbeats",
-                HEARTBEAT_COLUMNS,
-                [[*r, now] for r in rows],
+                f"{self.store.database}.worker_heartbeats", HEARTBEAT_COLUMNS, list(batch.values())
             )
             self.last_write_ok_at = time.time()
         except Exception as exc:
+            with self._cond:  # a newer row set meanwhile wins
+                for worker_id, row in batch.items():
+                    self._heartbeats.setdefault(worker_id, row)
             self.on_error(f"heartbeat insert failed: {exc}")

@@ -55,6 +55,8 @@ class QueryStore(Protocol):
 
     def query(self, sql: str) -> list[tuple]: ...
 
+    def command(self, sql: str) -> None: ...
+
 
 def _date_literal(start_date: dt.date | str) -> str:
     """A validated 'YYYY-MM-DD' literal (raises ValueError on anything else)."""
@@ -180,3 +182,36 @@ def staged_rows(store: QueryStore) -> dict[str, int]:
     sql = " UNION ALL ".join(f"SELECT '{t}', count() FROM {db}.{t}" for t in STAGED_TABLES)
     counts = {str(t): int(n) for t, n in store.query(sql)}
     return {t: counts.get(t, 0) for t in STAGED_TABLES}
+
+
+def checkpointed_rows(
+    store: QueryStore, chain_id: int, start_date: dt.date, days: int
+) -> dict[str, int]:
+    """Rows per staging table of the COMPLETE days (their checkpoints' counts): distinct keys, what
+    SQL counts for those days."""
+    db = store.database
+    rows = store.query(
+        f"SELECT sum(erc20_count), sum(erc1155_count), sum(resolution_count), "
+        f"sum(registration_count) FROM {db}.backfill_checkpoint FINAL "
+        f"WHERE status = 'COMPLETE' AND chain_id = {int(chain_id)} "
+        f"AND start_date = '{start_date.isoformat()}' AND day_idx < {int(days)}"
+    )
+    e20, e1155, res, reg = (int(v or 0) for v in (rows[0] if rows else (0, 0, 0, 0)))
+    return {
+        "erc20_transfers_staging": e20,
+        "erc1155_transfers_staging": e1155,
+        "condition_resolutions": res,
+        "token_registrations": reg,
+    }
+
+
+def mark_heartbeats_gone(store: QueryStore, shards: int) -> None:
+    """Rows of shards >= SHARDS (left by a run with more shards) become GONE, their updated_at
+    (the last real heartbeat) kept: a later row with the same version replaces the old one."""
+    db = store.database
+    store.command(
+        f"INSERT INTO {db}.worker_heartbeats SELECT worker_id, shard_id, shards, pid, 'GONE', "
+        f"day_idx, from_block, to_block, rows, last_batch, "
+        f"'gone: this run has SHARDS = {int(shards)}', updated_at "
+        f"FROM {db}.worker_heartbeats FINAL WHERE shard_id >= {int(shards)} AND state != 'GONE'"
+    )

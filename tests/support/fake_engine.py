@@ -67,12 +67,9 @@ def sample_workers(shards: int = 12) -> list[WorkerStatus]:
     workers[5].phase = "retry"
     workers[5].restarts = 2
     workers[5].last_error = "rpc_429: 429 Too Many Requests from https://eth.example/v2/***"
-    workers[11].state = DONE
-    workers[11].pid = None
-    workers[11].day = None
-    workers[11].heartbeat_age_s = None
-    workers[11].days_done = 87
-    workers[11].days_planned = 87
+    last = workers[-1]
+    last.state, last.pid, last.day, last.heartbeat_age_s = DONE, None, None, None
+    last.days_done = last.days_planned = 87
     return workers
 
 
@@ -195,6 +192,89 @@ def failing_gate_status() -> EngineStatus:
             GateResult("final_duplicates", 0.0, "== 0", True, "strict", NOW - 60),
             GateResult("erc1155_nonempty", 0.0, ">= 1 row/day", False, "strict", NOW - 60),
         ]
+    )
+
+
+def long_values_status() -> EngineStatus:
+    """Ten workers after a scale from the config's 8, with the longest values an operator meets:
+    a deep store path, two long provider URLs, phases, long errors, re-fetched rows, 5-digit
+    pids and 7-figure row counts."""
+    workers = sample_workers(10)
+    for w in workers[:-1]:
+        w.pid = 3_141_592 + w.shard
+        w.rows = 12_345_678 + 1_000_003 * w.shard
+        w.days_done, w.days_planned = 95 + w.shard, 105
+    workers[1].phase = "range"
+    workers[2].phase = "wait_final"
+    workers[4].phase = "retry_wait"
+    workers[4].last_error = (
+        "range_failed: blocks [48211905, 48213904] could not be fetched (http_5xx): 502 Bad "
+        "Gateway from https://polygon-mainnet.infura.example/v3/*** after 6 attempts"
+    )
+    workers[6].restarts = 12
+    workers[7].last_error = "timeout: read timeout after 30s from https://rpc.ankr.example/***"
+    return sample_status(
+        shards=10,
+        shard_ids=list(range(10)),
+        config_shards=8,
+        chain="rpc polygon-mainnet.infura.example, polygon-rpc.ankr.example (+2 more)",
+        store="embedded /srv/backfill/production-polymarket-2026/data/clickhouse",
+        workers=workers,
+        days_in_progress=10,
+        rows_refetched={"erc20_transfers_staging": 2_423_108, "erc1155_transfers_staging": 217},
+        eta_s=None,
+        eta_note="calculating (2/10 shards)",
+    )
+
+
+def end_status(phase: str) -> EngineStatus:
+    """The end screen: every day COMPLETE; the rebuild running, swapped in or NOT swapped."""
+    from engine.status import RunOutcome
+
+    workers = sample_workers(8)
+    for w in workers:
+        w.state, w.pid, w.day, w.heartbeat_age_s, w.phase = DONE, None, None, None, ""
+        w.days_done = w.days_planned = 131
+    outcomes = {
+        "rebuilding": RunOutcome(
+            "rebuilding",
+            "hard gate (strict) on the *_new tables",
+            backfill_s=5_130.0,
+            rebuild_s=74.0,
+        ),
+        "swapped": RunOutcome(
+            "swapped",
+            "all gates passed; swapped with EXCHANGE TABLES",
+            snapshot="data/backfill/snapshots/rebuild-20260101T000000Z.json",
+            backfill_s=5_130.0,
+            rebuild_s=142.0,
+        ),
+        "not_swapped": RunOutcome(
+            "not_swapped",
+            "cash_neutrality value=0.031 (needs < 0.02)",
+            backfill_s=5_130.0,
+            rebuild_s=139.0,
+        ),
+    }
+    state = "rebuilding" if phase == "rebuilding" else "complete"
+    return sample_status(
+        state=state,
+        shards=8,
+        shard_ids=list(range(8)),
+        config_shards=8,
+        workers=workers,
+        days_complete=DAYS,
+        days_in_progress=0,
+        days_failed=0,
+        rows_per_s=0.0,
+        eta_s=None,
+        started_at=NOW
+        - 5_130.0
+        - (outcomes[phase].rebuild_s or 0.0)
+        - (0 if state == "rebuilding" else 600),
+        finished_at=NOW - 600 if phase != "rebuilding" else None,
+        outcome=outcomes[phase],
+        errors=[],
     )
 
 

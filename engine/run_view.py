@@ -1,0 +1,165 @@
+"""What the operator is told about the run, kept true: the Engine's glue to the run's books.
+
+- `RunBook` (engine.run_book): staged rows (distinct keys) vs re-fetched rows; per-shard rows,
+  days and restarts for the whole run (restarts and scales do not reset them).
+- `HeartbeatBook` (engine.heartbeats): `worker_heartbeats` rows with the worker's last real
+  heartbeat time and real state; shards scaled away are GONE.
+- `EtaEstimator` (engine.eta): an ETA from the recent pace, none while paused or stalled.
+- The run's end: when the last day was COMPLETE, the rebuild's progress and verdict
+  (`RunOutcome`), and the frozen elapsed time.
+
+The Engine calls the `on_*` methods from its message handler, monitor and actions; `status()`
+reads the results. Nothing here touches the store or a process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from engine.days import blocks_text
+from engine.decode import TABLES
+from engine.eta import Estimate, EtaEstimator
+from engine.heartbeats import Beat, HeartbeatBook
+from engine.run_book import RunBook
+from engine.status import RunOutcome
+
+#: Worker states whose shard makes no progress: the ETA clock stops, with this reason.
+BLOCKING = ("STALLED", "FATAL")
+
+
+class ShardLike(Protocol):
+    shard: int
+    state: str
+    pid: int | None
+    last_error: str
+
+
+def table_of(kind: str) -> str:
+    """'erc20' -> 'erc20_transfers_staging' (the rows message names the kind)."""
+    return TABLES[kind][0] if kind in TABLES else kind
+
+
+class RunView:
+    """Run totals, heartbeat rows, ETA and the end of the run, for one Engine."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.book = RunBook()
+        self.heartbeats = HeartbeatBook()
+        self.eta = EtaEstimator()
+        self.lock = threading.Lock()
+        self.backfill_done_at: float | None = None  # unix time the last day was COMPLETE
+        self.finished_at: float | None = None  # unix time the run ended (elapsed stops)
+        self.rebuild_started: float | None = None
+        self.outcome: RunOutcome | None = None
+
+    # ---- worker messages ----------------------------------------------------------------------
+    def on_rows(self, shard: int, pid: int | None, day: int, kind: str, n: int) -> None:
+        self.book.rows(shard, pid, day, table_of(kind), n)
+
+    def on_day_done(self, shard: int, pid: int | None, day: int, counts: Mapping[str, int]) -> None:
+        self.book.day_done(shard, pid, day, {table_of(k): int(n) for k, n in counts.items()})
+
+    def on_beat(
+        self,
+        sh: ShardLike,
+        shards: int,
+        day: int | None,
+        first: int | None,
+        last: int | None,
+        rows: int | None,
+        phase: str,
+    ) -> None:
+        self.book.process(sh.shard, sh.pid)
+        batch = f"day {day} {blocks_text(first, last)} {phase}".strip() if day is not None else ""
+        self.heartbeats.beat(
+            Beat(
+                shard=sh.shard,
+                shards=shards,
+                pid=sh.pid or 0,
+                state=str(sh.state),
+                day=int(day if day is not None else -1),
+                block_from=int(first or 0),
+                block_to=int(last or 0),
+                rows=int(rows or 0),
+                last_batch=batch,
+                last_error=sh.last_error,
+                at=self.clock(),
+            )
+        )
+
+    def on_checkpoint(self) -> None:
+        self.eta.completed(time.monotonic(), 0)
+
+    # ---- monitor ------------------------------------------------------------------------------
+    def tick(self, shards: Mapping[int, ShardLike], total: int, paused: bool, working: int) -> None:
+        """Every monitor tick: heartbeat rows follow the supervisor's states; the ETA's clock."""
+        now = self.clock()
+        for k, sh in list(shards.items()):
+            self.heartbeats.state(k, total, str(sh.state), sh.pid, now, sh.last_error)
+        self.eta.tick(time.monotonic(), not paused, working)
+
+    @staticmethod
+    def blocked(shards: Mapping[int, ShardLike]) -> str:
+        """Why no ETA can be given from the shards' states ('' when none)."""
+        for state in BLOCKING:
+            ids = sorted(k for k, sh in shards.items() if str(sh.state) == state)
+            if ids:
+                word = {"STALLED": "stalled", "FATAL": "FATAL"}[state]
+                return f"none: shard {', '.join(map(str, ids[:4]))} {word}"
+        return ""
+
+    def heartbeat_rows(self) -> list[list[Any]]:
+        return self.heartbeats.take()
+
+    # ---- operator actions ---------------------------------------------------------------------
+    def on_scale(self, old: int, new: int) -> None:
+        keep = set(range(new))
+        self.heartbeats.gone(keep, f"scaled away: SHARDS {old} -> {new}")
+        self.book.forget_shards(keep)
+        self.eta.new_layout(time.monotonic())
+
+    # ---- the end ------------------------------------------------------------------------------
+    def backfill_complete(self) -> None:
+        with self.lock:
+            if self.backfill_done_at is None:
+                self.backfill_done_at = self.clock()
+
+    def rebuild_step(self, text: str) -> None:
+        """A line of the rebuild's log: the end screen shows the latest while it runs."""
+        with self.lock:
+            if self.rebuild_started is None:
+                self.rebuild_started = self.clock()
+            self.outcome = RunOutcome("rebuilding", text.strip()[:160])
+
+    def rebuild_done(self, swapped: bool, reason: str, snapshot: str, failed: bool) -> None:
+        with self.lock:
+            phase = "failed" if failed else ("swapped" if swapped else "not_swapped")
+            self.outcome = RunOutcome(phase, reason, snapshot)
+            self.finished_at = self.clock()
+
+    def finish(self) -> None:
+        """The run ended (complete without rebuild, aborted, stopped): elapsed stops here."""
+        with self.lock:
+            if self.finished_at is None:
+                self.finished_at = self.clock()
+
+    def outcome_now(self, started_at: float) -> RunOutcome | None:
+        """The outcome with its times filled in (backfill, rebuild so far or in all)."""
+        with self.lock:
+            o = self.outcome
+            if o is None:
+                return None
+            backfill = None if self.backfill_done_at is None else self.backfill_done_at - started_at
+            rebuild = None
+            if self.rebuild_started is not None:
+                end = self.finished_at if self.finished_at is not None else self.clock()
+                rebuild = max(0.0, end - self.rebuild_started)
+            return RunOutcome(o.phase, o.detail, o.snapshot, backfill, rebuild)
+
+    def estimate(self, left_by_shard: dict[int, int], paused: bool, shards: Mapping) -> Estimate:
+        blocked = "none while paused" if paused else self.blocked(shards)
+        return self.eta.estimate(left_by_shard, blocked)

@@ -1,0 +1,166 @@
+"""Pure bookkeeping behind what the operator sees: run totals (engine.run_book), the ETA
+(engine.eta) and worker_heartbeats rows (engine.heartbeats). Plain table-driven tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.eta import MIN_WINDOW_S, EtaEstimator
+from engine.heartbeats import GONE, Beat, HeartbeatBook, stamp
+from engine.run_book import RunBook
+
+E20 = "erc20_transfers_staging"
+E1155 = "erc1155_transfers_staging"
+
+
+# ---- RunBook -------------------------------------------------------------------------------------
+
+
+def test_a_restart_mid_day_counts_the_redone_rows_as_refetched_not_staged() -> None:
+    book = RunBook({E20: 1000, E1155: 10})
+    book.rows(0, 111, day=4, table=E20, n=30)  # process 111 fetches 30 rows of day 4, then dies
+    book.rows(1, 222, day=5, table=E20, n=7)
+    assert book.staged()[E20] == 1037  # in progress counts: its current attempt
+    book.rows(0, 333, day=4, table=E20, n=30)  # the restarted worker fetches day 4 again
+    book.rows(0, 333, day=4, table=E20, n=20)
+    book.day_done(0, 333, day=4, counts={E20: 50, E1155: 0})
+    book.day_done(1, 222, day=5, counts={E20: 7})
+    assert book.staged() == {E20: 1057, E1155: 10}
+    assert book.refetched() == {E20: 30}
+    assert book.shard_totals(0) == (80, 1, 1)  # rows received, days done, restarts
+    assert book.shard_totals(1) == (7, 1, 0)
+
+
+def test_a_scale_abandons_the_attempts_of_the_shards_it_removes() -> None:
+    book = RunBook()
+    book.rows(2, 10, day=2, table=E20, n=5)
+    book.forget_shards({0, 1})
+    assert book.staged().get(E20, 0) == 0
+    assert book.refetched() == {E20: 5}
+
+
+def test_messages_from_the_same_process_are_not_restarts() -> None:
+    book = RunBook()
+    for _ in range(3):
+        book.process(0, 42)
+    book.process(0, None)
+    assert book.shard_totals(0) == (0, 0, 0)
+    book.process(0, 43)
+    assert book.shard_totals(0)[2] == 1
+
+
+# ---- EtaEstimator -------------------------------------------------------------------------------
+
+
+def run_steady(est: EtaEstimator, shards: int, seconds_per_day: float, days: int) -> float:
+    """Each shard completes a day every seconds_per_day (staggered); returns the end time."""
+    t = 0.0
+    est.tick(t, True, shards)
+    events = sorted(
+        (seconds_per_day * (i + 1) + k * seconds_per_day / shards, k)
+        for k in range(shards)
+        for i in range(days)
+    )
+    for at, _ in events:
+        while t + 0.5 < at:
+            t += 0.5
+            est.tick(t, True)
+        t = at
+        est.completed(t, 100)
+    return t
+
+
+def test_eta_is_calculating_until_settled() -> None:
+    est = EtaEstimator()
+    est.tick(0.0, True, 4)
+    est.tick(MIN_WINDOW_S + 1, True)
+    assert est.estimate({0: 5, 1: 5, 2: 5, 3: 5}).note == "calculating"
+    est.completed(MIN_WINDOW_S + 2, 100)
+    assert est.estimate({0: 5, 1: 5, 2: 5, 3: 5}).seconds is None
+
+
+@pytest.mark.parametrize("shards", [1, 4, 10])
+def test_steady_pace_gives_days_left_times_seconds_per_day(shards: int) -> None:
+    est = EtaEstimator()
+    run_steady(est, shards, seconds_per_day=6.0, days=5)
+    e = est.estimate({k: 7 for k in range(shards)} | {0: 9})
+    assert e.note == ""
+    assert e.seconds == pytest.approx(9 * 6.0, rel=0.15)
+
+
+def test_paused_time_does_not_slow_the_pace_and_no_eta_while_blocked() -> None:
+    est = EtaEstimator()
+    end = run_steady(est, 2, seconds_per_day=5.0, days=4)
+    est.tick(end, False)  # paused for an hour
+    est.tick(end + 3600, True)
+    assert est.estimate({0: 3, 1: 3}, blocked="none while paused").note == "none while paused"
+    assert est.estimate({0: 3, 1: 3}).seconds == pytest.approx(15.0, rel=0.2)
+
+
+def test_the_pace_follows_the_recent_stretch() -> None:
+    est = EtaEstimator()
+    est.tick(0.0, True, 1)
+    t = 0.0
+    for step in [5.0] * 10 + [15.0] * 10:  # days get three times slower half-way
+        for _ in range(int(step / 0.5)):
+            t += 0.5
+            est.tick(t, True)
+        est.completed(t, 100)
+    assert est.pace(1) == pytest.approx(15.0, rel=0.1)
+
+
+def test_a_scale_starts_a_new_window() -> None:
+    est = EtaEstimator()
+    end = run_steady(est, 2, seconds_per_day=5.0, days=4)
+    est.new_layout(end)
+    est.tick(end, True, 4)
+    assert est.estimate({k: 3 for k in range(4)}).note == "calculating"
+
+
+def test_nothing_left_is_zero() -> None:
+    assert EtaEstimator().estimate({0: 0}).seconds == 0.0
+
+
+# ---- HeartbeatBook ------------------------------------------------------------------------------
+
+
+def beat(shard: int, at: float, state: str = "RUNNING") -> Beat:
+    return Beat(shard, 3, 100 + shard, state, 4, 10, 20, 5, "day 4", "", at)
+
+
+def test_rows_keep_the_last_real_heartbeat_time_and_are_written_once() -> None:
+    book = HeartbeatBook()
+    book.beat(beat(0, 1000.0))
+    book.beat(beat(1, 1001.0))
+    first = book.take()
+    assert [(r[0], r[4], r[-1]) for r in first] == [
+        ("shard-0", "RUNNING", stamp(1000.0)),
+        ("shard-1", "RUNNING", stamp(1001.0)),
+    ]
+    assert book.take() == []  # nothing changed: nothing re-stamped
+    book.state(0, 3, "DONE", None, now=5000.0)
+    (row,) = book.take()
+    assert (row[0], row[3], row[4], row[-1]) == ("shard-0", 0, "DONE", stamp(1000.0))
+
+
+def test_scaled_away_shards_are_gone() -> None:
+    book = HeartbeatBook()
+    for k in range(3):
+        book.beat(beat(k, 1000.0 + k))
+    book.take()
+    book.gone({0, 1}, "scaled away: SHARDS 3 -> 2")
+    (row,) = book.take()
+    assert (row[0], row[4], row[10], row[-1]) == (
+        "shard-2",
+        GONE,
+        "scaled away: SHARDS 3 -> 2",
+        stamp(1002.0),
+    )
+
+
+def test_a_failed_write_is_written_again() -> None:
+    book = HeartbeatBook()
+    book.beat(beat(0, 1000.0))
+    rows = book.take()
+    book.put_back(rows)
+    assert book.take() == rows
