@@ -60,8 +60,15 @@ class RunView:
     def on_rows(self, shard: int, pid: int | None, day: int, kind: str, n: int) -> None:
         self.book.rows(shard, pid, day, table_of(kind), n)
 
-    def on_day_done(self, shard: int, pid: int | None, day: int, counts: Mapping[str, int]) -> None:
-        self.book.day_done(shard, pid, day, {table_of(k): int(n) for k, n in counts.items()})
+    def on_logs(self, shard: int, pid: int | None, day: int, n: int) -> None:
+        self.book.rows(shard, pid, day, "logs", n)
+
+    def on_day_done(self, shard: int, pid: int | None, day: int) -> None:
+        self.book.day_done(shard, pid, day)
+
+    def on_checkpoint_counts(self, shard: int, day: int, counts: Mapping[str, int]) -> None:
+        """The checkpoint written, with the store's counts of the day (kind -> rows)."""
+        self.book.checkpointed(shard, day, {table_of(k): int(n) for k, n in counts.items()})
 
     def on_beat(
         self,

@@ -232,6 +232,7 @@ class Engine:
             decode_filter=raw_logs.filter_of(self.cfg.contracts),
             on_skip=self._on_skip,
         )
+        self.loader.on_counts = self.view.on_checkpoint_counts
         self.loader.start()
         self.supervisor = Supervisor(
             self.cfg.monitor,
@@ -332,6 +333,7 @@ class Engine:
             loader.add_chunk(
                 raw_logs.Chunk(msg.chunk, msg.day, msg.data, msg.n, msg.skip_cp_from, stamps)
             )
+            self.view.on_logs(sh.shard, sh.pid, msg.day, msg.n)
         elif isinstance(msg, Rows):
             loader.add_rows(msg.table, msg.data, msg.n)
             self.view.on_rows(sh.shard, sh.pid, msg.day, msg.table, msg.n)
@@ -347,7 +349,7 @@ class Engine:
             loader.add_checkpoint(
                 sh.shard, msg.day, msg.first, msg.last, counts, chunks=chunks, logs=msg.logs
             )
-            self.view.on_day_done(sh.shard, sh.pid, msg.day, counts)
+            self.view.on_day_done(sh.shard, sh.pid, msg.day)
         elif isinstance(msg, Range):
             self.progress.set_range(msg.day, msg.first, msg.last)
             loader.add_range(msg.day, msg.first, msg.last)

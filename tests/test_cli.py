@@ -310,8 +310,9 @@ def test_every_sub_command_accepts_config_before_and_after_its_verb(
 ) -> None:
     """Generic over SUBCOMMANDS: a bad config is reported the same wherever --config is."""
     missing = str(short_dir / "nope.toml")
+    needs = {"ctl": ["status"], "sql": ["SELECT 1"]}  # a verb's required words
     for verb in SUBCOMMANDS:
-        extra = ["status"] if verb == "ctl" else []
+        extra = needs.get(verb, [])
         for argv in ([verb, *extra, "--config", missing], ["--config", missing, verb, *extra]):
             code = main(argv)
             err = capsys.readouterr().err

@@ -19,12 +19,14 @@ E1155 = "erc1155_transfers_staging"
 def test_a_restart_mid_day_counts_the_redone_rows_as_refetched_not_staged() -> None:
     book = RunBook({E20: 1000, E1155: 10})
     book.rows(0, 111, day=4, table=E20, n=30)  # process 111 fetches 30 rows of day 4, then dies
-    book.rows(1, 222, day=5, table=E20, n=7)
-    assert book.staged()[E20] == 1037  # in progress counts: its current attempt
+    book.rows(1, 222, day=5, table="logs", n=7)  # raw logs count at their checkpoint
+    assert book.staged()[E20] == 1030  # in progress counts: its current attempt's rows
     book.rows(0, 333, day=4, table=E20, n=30)  # the restarted worker fetches day 4 again
     book.rows(0, 333, day=4, table=E20, n=20)
-    book.day_done(0, 333, day=4, counts={E20: 50, E1155: 0})
-    book.day_done(1, 222, day=5, counts={E20: 7})
+    book.day_done(0, 333, day=4)
+    book.checkpointed(0, 4, {E20: 50, E1155: 0})
+    book.day_done(1, 222, day=5)
+    book.checkpointed(1, 5, {E20: 7})
     assert book.staged() == {E20: 1057, E1155: 10}
     assert book.refetched() == {E20: 30}
     assert book.shard_totals(0) == (80, 1, 1)  # rows received, days done, restarts
@@ -33,10 +35,10 @@ def test_a_restart_mid_day_counts_the_redone_rows_as_refetched_not_staged() -> N
 
 def test_a_scale_abandons_the_attempts_of_the_shards_it_removes() -> None:
     book = RunBook()
-    book.rows(2, 10, day=2, table=E20, n=5)
+    book.rows(2, 10, day=2, table="logs", n=5)
     book.forget_shards({0, 1})
-    assert book.staged().get(E20, 0) == 0
-    assert book.refetched() == {E20: 5}
+    assert book.staged() == {}
+    assert book.refetched() == {"logs": 5}
 
 
 def test_messages_from_the_same_process_are_not_restarts() -> None:

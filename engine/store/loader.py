@@ -120,6 +120,8 @@ class Loader:
         self.chain_id = chain_id
         self.start_date = start_date.isoformat()
         self.on_checkpoint = on_checkpoint or (lambda day: None)
+        #: (shard, day, kind -> rows) of each checkpoint written: the store's counts of the day.
+        self.on_counts: Callable[[int, int, dict[str, int]], None] = lambda shard, day, c: None
         self.on_error = on_error or (lambda msg: None)
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
@@ -331,6 +333,16 @@ class Loader:
                         for reason in raw_logs.REPORTED_SKIPS:
                             if dc.skipped.get(reason):
                                 self.on_skip(int(row[2]), int(row[0]), reason, dc.skipped[reason])
+                    self.on_counts(
+                        int(row[2]),
+                        int(row[0]),
+                        {
+                            "erc20": int(row[5]),
+                            "erc1155": int(row[6]),
+                            "resolutions": int(row[7]),
+                            "registrations": int(row[8]),
+                        },
+                    )
                     self.on_checkpoint(int(row[0]))
                 batch.checkpoints = []
                 batch.spans = []
