@@ -197,12 +197,12 @@ class BackfillApp(App[str]):
 
     CSS_PATH = "styles.tcss"
     TITLE = "backfill-console"
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
+    HORIZONTAL_BREAKPOINTS = [
         (0, "-narrow"),
         (110, "-wide"),
         (180, "-xwide"),
     ]
-    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-short"), (32, "-tall")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS: ClassVar[list[Binding]] = [  # type: ignore[assignment]
         Binding(a.key, a.action, a.label, id=a.id, tooltip=a.help) for a in ACTION_SPECS
     ] + [

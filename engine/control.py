@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from engine import locate
 from engine.masking import mask_secrets
@@ -380,7 +380,7 @@ def parse_shard_ids(text: str, shards: int) -> list[int]:
 # -- human rendering of `ctl status` -----------------------------------------------------------
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

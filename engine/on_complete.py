@@ -64,7 +64,9 @@ def rebuild_once(
     the rebuild (chunks done / total, ETA).
     """
     if rebuild_fn is None:
-        from engine.analytics.rebuild import rebuild as rebuild_fn
+        from engine.analytics.rebuild import rebuild
+
+        rebuild_fn = rebuild
     sd, days = cfg.backfill.start_date, cfg.backfill.days
     holder = holder_label("console on-complete rebuild")
     lock = StoreLock(store, ANALYTICS_LOCK, holder)

@@ -302,11 +302,12 @@ def estimate(cfg: Config, max_requests: int = MAX_REQUESTS) -> Plan:
         len(r.urls),
     )
     total = plan.total("total_calls")
-    blocks = plan.total("block_calls")
-    if total and blocks / total > BLOCK_CALLS_WARN:
-        hours_with = (total - blocks) / (plan.rps * plan.urls) / 3600.0
+    block_calls = plan.total("block_calls")
+    if total and block_calls / total > BLOCK_CALLS_WARN:
+        hours_with = (total - block_calls) / (plan.rps * plan.urls) / 3600.0
         plan.warnings.append(
-            f"block calls dominate: {blocks:,.0f} of {total:,.0f} calls ({blocks / total:.0%}) "
+            f"block calls dominate: {block_calls:,.0f} of {total:,.0f} calls "
+            f"({block_calls / total:.0%}) "
             f"go to eth_getBlockByNumber because this provider's logs lack blockTimestamp; "
             f"a provider whose logs carry it would take {_hours(hours_with)} instead of "
             f"{_hours(plan.hours)}"
@@ -372,7 +373,7 @@ def _day_estimate(cfg: Config, traits: Traits, s: Sampled) -> DayEstimate:
             calls += math.ceil(s.blocks / span_cap)
     shards = max(1, min(cfg.backfill.shards, cfg.backfill.days))
     worker_rps = cfg.rpc.requests_per_second / shards
-    search = SEARCH_CALLS_BATCHED if worker_rps >= BATCH_SEARCH_MIN_RPS else SEARCH_CALLS
+    search: float = SEARCH_CALLS_BATCHED if worker_rps >= BATCH_SEARCH_MIN_RPS else SEARCH_CALLS
     # A shard's first day costs about twice (no block rate known yet): spread over the days.
     search *= 1 + shards / cfg.backfill.days
     block_calls = 0.0 if traits.block_timestamp else s.blocks_with_logs * scale

@@ -254,7 +254,11 @@ def decode(obj: Any) -> Message:
     cls = MESSAGES.get(obj["t"])
     if cls is None:
         raise ProtocolError(f"unknown message type {obj['t']!r}")
-    kwargs = {_FIELD_NAMES.get(k, k): v for k, v in obj.items() if k not in ("t", "bytes")}
+    kwargs: dict[str, Any] = {
+        (_FIELD_NAMES[k] if k in _FIELD_NAMES else k): v
+        for k, v in obj.items()
+        if k not in ("t", "bytes")
+    }
     try:
         if cls is Plan:
             return _plan(kwargs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -65,7 +65,7 @@ class DuplicatesPanel(_BodyPanel):
     def show(self, data: ConsoleData, now: float) -> None:
         every = data.every.get(DUPLICATES, DUPLICATES_EVERY_S)
         self.border_subtitle = _checked(data.updated_at.get(DUPLICATES), now, every)
-        parts: list[object] = []
+        parts: list[RenderableType] = []
         if data.error(DUPLICATES):
             parts.append(
                 error_text("check", data.errors[DUPLICATES], data.error_at.get(DUPLICATES), now)
@@ -118,7 +118,7 @@ class GatesPanel(_BodyPanel):
 
     def show(self, data: ConsoleData, now: float) -> None:
         st = data.status
-        parts: list[object] = []
+        parts: list[RenderableType] = []
         gates = st.gates if st is not None else []
         if not gates:
             parts.append(Text("no gate has run yet", style=MUTED))
@@ -141,8 +141,8 @@ class GatesPanel(_BodyPanel):
             )
         elif data.gates_log:
             parts.append(Text("gates.log", style="bold"))
-            for line in data.gates_log:
-                parts.append(Text(line, style=MUTED, no_wrap=True, overflow="ellipsis"))
+            for entry in data.gates_log:
+                parts.append(Text(entry, style=MUTED, no_wrap=True, overflow="ellipsis"))
         elif data.gates_log is not None:
             parts.append(Text("gates.log is empty", style=MUTED))
         self.body(Group(*parts))
@@ -226,7 +226,7 @@ class DiskPanel(_BodyPanel):
         if data.status is not None and data.status.store:
             width = max(10, self.size.width - 12) if self.size.width else 60
             self.border_title = f"Disk · {fmt.elide_path(data.status.store, width)}"
-        parts: list[object] = []
+        parts: list[RenderableType] = []
         st = data.status
         if st is not None and st.disk_full:
             parts.append(

@@ -6,6 +6,7 @@ from collections import Counter
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Static
 
 from console import fmt
@@ -42,7 +43,7 @@ COLUMN_HELP = (
 MAX_NOTES = 3
 QUIET_PHASES = ("", Phase.FETCH)
 # What a worker's phase (from its heartbeat) means, in the operator's words.
-PHASE_LABELS = {
+PHASE_LABELS: dict[str, str] = {
     Phase.START: "starting",
     Phase.RANGE: "finding blocks",
     Phase.RETRY: "retrying",
@@ -157,7 +158,7 @@ class WorkersPanel(Panel):
         if table.row_count == 0:
             return None
         row = max(0, min(table.cursor_row, table.row_count - 1))
-        key = table.coordinate_to_cell_key((row, 0)).row_key
+        key = table.coordinate_to_cell_key(Coordinate(row, 0)).row_key
         return None if key.value is None else int(key.value)
 
     def show(self, data: ConsoleData, now: float) -> None:

@@ -391,7 +391,7 @@ class _Generator:
         if first:
             slots += ["erc721", "huge", "big64"]
         rng.shuffle(slots)
-        self.same_day_redeems: list[tuple[str, Market]] = []
+        self.same_day_redeems = []
         for slot in slots:
             if slot == "plain":
                 txs.append(self._plain())

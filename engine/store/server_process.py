@@ -77,13 +77,14 @@ def main(argv: list[str]) -> int:
     from chdb import _chdb
 
     # Signals are ours (SIGTERM: the clean stop below), not ClickHouse's.
-    _chdb.set_signal_handlers_enabled(0)
+    # chdb's bundled _chdb stub omits the C extension's functions.
+    _chdb.set_signal_handlers_enabled(0)  # type: ignore[attr-defined]
     os.chdir(data_dir)
     outcome: dict[str, str] = {}
 
     def hold() -> None:
         try:
-            _chdb.query(HOLD_SQL, "CSV", path=str(data_dir))
+            _chdb.query(HOLD_SQL, "CSV", path=str(data_dir))  # type: ignore[attr-defined]
             outcome["end"] = "stopped"
         except Exception as exc:  # a failed start (port taken, data dir locked, ...)
             outcome["end"] = f"error: {exc}"
