@@ -103,10 +103,8 @@ class RunBook:
                     for table, n in tables.items():
                         if table != "logs":  # raw logs are counted at their checkpoint
                             now[table] += n
-            tables = set(self.base) | set(self.finished) | set(now)
-            return {
-                t: self.base.get(t, 0) + self.finished.get(t, 0) + now.get(t, 0) for t in tables
-            }
+            names = set(self.base) | set(self.finished) | set(now)
+            return {t: self.base.get(t, 0) + self.finished.get(t, 0) + now.get(t, 0) for t in names}
 
     def refetched(self) -> dict[str, int]:
         """Rows (or raw logs, key "logs") fetched by attempts a restart or scale abandoned."""

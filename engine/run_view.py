@@ -31,10 +31,14 @@ BLOCKING = ("STALLED", "FATAL")
 
 
 class ShardLike(Protocol):
-    shard: int
-    state: str
-    pid: int | None
-    last_error: str
+    @property
+    def shard(self) -> int: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def last_error(self) -> str: ...
 
 
 def table_of(kind: str) -> str:

@@ -198,7 +198,7 @@ class WorkersPanel(Panel):
         box.set_class(len(shown) == 1, "-wrap")
         text = Text("\n", no_wrap=len(shown) > 1, overflow="ellipsis").join(shown)
         update_if_changed(box, text if shown else "")
-        counts = Counter(w.state for w in st.workers)
+        counts: Counter[str] = Counter(w.state for w in st.workers)
         # Alarming states first, so a narrow title never cuts them off.
         summary = " · ".join(f"{counts[s]} {s}" for s in TITLE_ORDER if counts[s])
         self.border_title = f"Workers {len(st.workers)}" + (f" · {summary}" if summary else "")
