@@ -27,6 +27,7 @@ run-headless: setup
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 
 # The tests without real processes (no anvil, console CLI, workers or store): under a minute.
@@ -36,6 +37,7 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(VENV)/bin/python bench/throughput.py
