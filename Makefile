@@ -30,7 +30,7 @@ test: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 
-# The tests without real processes (no anvil, console CLI, workers or store): under a minute.
+# The tests without real processes (no anvil, console CLI, workers or store), on every core.
 test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow" -n auto
 
