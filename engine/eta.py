@@ -13,8 +13,8 @@ runs, and a scale (new shares, new day ownership) starts a new window.
     ETA = max over shards of (days left of the shard) x pace
 
 No estimate while paused ("none while paused") or stalled (the state's reason), and "calculating"
-until the window holds at least one completion per working shard and MIN_COMPLETIONS in all, and
-has lasted MIN_WINDOW_S of active time; after a scale it starts over.
+until, after a first completion, the window holds at least one completion per working shard and
+MIN_COMPLETIONS in all, and has lasted MIN_WINDOW_S of active time; after a scale it starts over.
 
 Pure: fed with times and events; `bench/eta.py` replays real runs through the live product.
 """
@@ -98,14 +98,16 @@ class EtaEstimator:
                 return None
             events = list(self.events)
             need = max(MIN_COMPLETIONS, working)
-            if len(events) < need:
+            if len(events) < need + 1:
                 return None
             since = self.active_s - max(MIN_WINDOW_S, WINDOW_SHARE * span)
             first = next((i for i, e in enumerate(events) if e[0] >= since), len(events))
-            first = min(first, len(events) - need)
-            # The window starts at a completion (or at the layout's start), so it holds whole
-            # days: the days in progress at its start and now are alike and cancel out.
-            start = events[first - 1][0] if first > 0 else self.layout_at
+            # Never from the layout's start: worker start-up and the first day's search are not
+            # the pace of the days left (measured: +92% / +138% at 10% with them).
+            first = max(1, min(first, len(events) - need))
+            # The window starts at a completion, so it holds whole days: the days in progress
+            # at its start and now are alike and cancel out.
+            start = events[first - 1][0]
             worked = self.shard_s - self._shard_s_at(start)
             done = len(events) - first
             return worked / done if worked > 0 else None
