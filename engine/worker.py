@@ -10,7 +10,6 @@ current chunk, or after its last day.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import dataclasses
 import datetime as dt
 import logging
@@ -34,6 +33,7 @@ from engine.constants import (
 )
 from engine.days import BlockClock, blocks_text, day_start_ts
 from engine.decode import DecodeFilter, decode_logs
+from engine.lifeline import die_with
 from engine.masking import mask_secrets
 from engine.protocol import (
     PARENT_PID_ENV,
@@ -76,7 +76,6 @@ BATCH_SEARCH_MIN_RPS = 50.0
 #: Most eth_getBlockByNumber calls in one JSON-RPC batch for log timestamps (providers commonly
 #: accept 100-1,000 per batch); below it, this worker's requests_per_second.
 TS_BATCH_MAX = 100
-PR_SET_PDEATHSIG = 1
 
 
 def split_pieces(data: bytes, n: int, limit: int) -> Iterator[tuple[bytes, int]]:
@@ -500,16 +499,7 @@ def die_with_parent() -> None:
 
     Stdin EOF ends the worker too; this also covers a console whose pipes outlive it.
     """
-    parent = os.environ.get(PARENT_PID_ENV)
-    if not parent:
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
-    if os.getppid() != int(parent):  # the console died before prctl took effect
-        os._exit(3)
+    die_with(PARENT_PID_ENV)
 
 
 def main(argv: list[str] | None = None) -> int:

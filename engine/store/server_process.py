@@ -16,7 +16,6 @@ MergeTree data stays consistent either way (an insert is atomic per part).
 from __future__ import annotations
 
 import base64
-import ctypes
 import os
 import signal
 import sys
@@ -24,9 +23,9 @@ import threading
 import urllib.request
 from pathlib import Path
 
+from engine.lifeline import die_with
 from engine.store.server import SERVER_USER, read_password, read_port_from_config
 
-PR_SET_PDEATHSIG = 1
 OWNER_PID_ENV = "BACKFILL_STORE_OWNER_PID"
 #: log_comment of the query that keeps the listeners alive (KILL QUERY finds it by this).
 HOLD_COMMENT = "backfill-store-server-hold"
@@ -40,16 +39,7 @@ STOP_TIMEOUT_S = 20.0
 
 def die_with_owner() -> None:
     """SIGTERM when the process that started us dies; exit now if it already has."""
-    owner = os.environ.get(OWNER_PID_ENV)
-    if not owner:
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
-    if os.getppid() != int(owner):  # the owner died before prctl took effect
-        os._exit(3)
+    die_with(OWNER_PID_ENV)
 
 
 def _kill_hold(port: int, user: str, password: str) -> None:
