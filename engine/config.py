@@ -114,6 +114,9 @@ class ClickhouseConfig:
     user: str = "default"
     password: str = field(default="", repr=False)
     port: int = 0
+    #: Where the password came from, for errors: "env CLICKHOUSE_PASSWORD",
+    #: "clickhouse.password", or "" (none given).
+    password_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -584,27 +587,47 @@ def _mask_value(value: object) -> object:
     return value
 
 
+def _store_url_expected(raw: object) -> str:
+    """What clickhouse.url must look like; a URL carrying a user or password is told where
+    they go instead."""
+    expected = "expected empty (the local store server) or http(s)://host[:port]"
+    try:
+        userinfo = isinstance(raw, str) and "@" in urlsplit(raw.strip()).netloc
+    except ValueError:
+        userinfo = False
+    if userinfo:
+        expected += (
+            " without a user or password in it: put them in clickhouse.user and "
+            f"clickhouse.password (or env {ENV_CLICKHOUSE_PASSWORD})"
+        )
+    return expected
+
+
 def _clickhouse(s: _Section, base_dir: Path, env: Mapping[str, str]) -> ClickhouseConfig:
-    url_expected = "expected empty (the local store server) or http(s)://host[:port]"
     url = ""
     if "url" in s.data:
         raw = s.data["url"]
         if not isinstance(raw, str) or (raw.strip() and not _is_http_url(raw.strip(), True)):
-            raise s.error("url", _mask_value(raw), url_expected)
+            raise s.error("url", _mask_value(raw), _store_url_expected(raw))
         url = raw.strip()
     env_url = _env(env, ENV_CLICKHOUSE_URL)
     if env_url is not None:
         if not _is_http_url(env_url.strip(), True):
-            raise ConfigError(f"env {ENV_CLICKHOUSE_URL}", mask_url(env_url.strip()), url_expected)
+            raise ConfigError(
+                f"env {ENV_CLICKHOUSE_URL}", mask_url(env_url.strip()), _store_url_expected(env_url)
+            )
         url = env_url.strip()
     password = ""
+    password_from = ""
     if "password" in s.data:
         if not isinstance(s.data["password"], str):
             raise s.error("password", MASK, "expected a string")
         password = s.data["password"]
+        password_from = "clickhouse.password" if password else ""
     env_password = env.get(ENV_CLICKHOUSE_PASSWORD)
     if env_password:
         password = env_password
+        password_from = f"env {ENV_CLICKHOUSE_PASSWORD}"
     return ClickhouseConfig(
         url=url.rstrip("/"),
         path=s.get("path", _path(base_dir)("data/clickhouse"), _path(base_dir), "expected a path"),
@@ -617,6 +640,7 @@ def _clickhouse(s: _Section, base_dir: Path, env: Mapping[str, str]) -> Clickhou
         user=s.get("user", "default", _str(nonempty=True), "expected a non-empty string"),
         password=password,
         port=s.get("port", 0, _int(0, 65535), "expected an integer 0..65535 (0: a free port)"),
+        password_from=password_from,
     )
 
 

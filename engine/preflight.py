@@ -1,9 +1,10 @@
 """Start-up checks that run before anything is created: errors in words, with what to do.
 
 `check_rpc(urls)` asks every RPC URL for eth_chainId and returns the chain id; `check_store_server`
-asks a ClickHouse server for its version; `check_chain_matches_store` refuses a store whose
-cached day table and checkpoints belong to another chain. Each failure is a `StartupError` whose
-message says what happened and which setting to look at, for example
+asks a ClickHouse server for its version (a refused login names where the password came from);
+`check_store_port` finds a fixed `clickhouse.port` taken; `check_chain_matches_store` refuses a
+store whose cached day table and checkpoints belong to another chain. Each failure is a
+`StartupError` whose message says what happened and which setting to look at, for example
 
     cannot reach http://127.0.0.1:9 (connection refused, 3 attempts): check rpc.urls /
     ETHEREUM_RPC_URLS
@@ -25,6 +26,8 @@ from typing import TYPE_CHECKING
 
 from engine.masking import mask_secrets, mask_url
 from engine.rpc.http_transport import HttpConnection, TransportError, TransportTimeout
+from engine.store.client import is_auth_failure, refused_words
+from engine.store.server import port_problem, running_server
 
 if TYPE_CHECKING:
     from engine.config import Config
@@ -33,7 +36,6 @@ if TYPE_CHECKING:
 RPC_ATTEMPTS = 3
 RPC_SETTING = "check rpc.urls / ETHEREUM_RPC_URLS"
 STORE_URL_SETTING = "check clickhouse.url / CLICKHOUSE_URL"
-STORE_AUTH_SETTING = "check clickhouse.user and clickhouse.password / CLICKHOUSE_PASSWORD"
 
 
 class StartupError(Exception):
@@ -159,11 +161,8 @@ def _server_request(cfg: Config, query: str, timeout_s: float) -> str:
             return resp.read().decode("utf-8", "replace").strip()
     except urllib.error.HTTPError as exc:
         text = exc.read().decode("utf-8", "replace")
-        if exc.code in (401, 403, 516) or "AUTHENTICATION_FAILED" in text:
-            raise StartupError(
-                f"ClickHouse at {shown} refused user {user!r}: wrong password or unknown user: "
-                f"{STORE_AUTH_SETTING}"
-            ) from None
+        if exc.code in (401, 403, 516) or is_auth_failure(text):
+            raise StartupError(refused_words(shown, user, ch.password_from)) from None
         first = mask_secrets(text.strip().splitlines()[0] if text.strip() else "", secrets)
         raise StartupError(
             f"ClickHouse at {shown} answered HTTP {exc.code} ({first[:160]}): {STORE_URL_SETTING}"
@@ -184,6 +183,17 @@ def store_server_version(cfg: Config, timeout_s: float = 10.0) -> str:
 def check_store_server(cfg: Config, timeout_s: float = 10.0) -> str:
     """Reachable and credentials accepted; returns the server's version."""
     return store_server_version(cfg, timeout_s)
+
+
+def check_store_port(cfg: Config) -> None:
+    """The local store server's fixed `clickhouse.port` is free (or already ours): StartupError
+    naming the key, the port and what to do when another process holds it."""
+    ch = cfg.clickhouse
+    if ch.url or not ch.port or running_server(ch.path) is not None:
+        return
+    problem = port_problem(ch.port)
+    if problem:
+        raise StartupError(problem)
 
 
 def check_chain_matches_store(store: Store, chain_id: int, start_date: str) -> None:

@@ -178,6 +178,8 @@ class Engine:
             )
         if self.cfg.clickhouse.url:
             preflight.check_store_server(self.cfg, timeout_s=self.cfg.rpc.timeout_s)
+        else:
+            preflight.check_store_port(self.cfg)
         self._preflight_done = True
 
     def start(self) -> None:

@@ -432,8 +432,11 @@ def test_bad_clickhouse_url(tmp_path: Path) -> None:
     e = error_of(tmp_path, '[clickhouse]\nurl = "https://admin:hunter22@ch.example:8443/x"\n')
     assert str(e).endswith(
         "clickhouse.url = 'https://***@ch.example:8443/x': "
-        "expected empty (the local store server) or http(s)://host[:port]"
+        "expected empty (the local store server) or http(s)://host[:port] without a user or "
+        "password in it: put them in clickhouse.user and clickhouse.password (or env "
+        "CLICKHOUSE_PASSWORD)"
     )
+    assert "hunter22" not in str(e)
     path = write(tmp_path, "")
     with pytest.raises(ConfigError) as info:
         load_config(path, env={"CLICKHOUSE_URL": "ch.example:8123"})

@@ -19,8 +19,12 @@ pytestmark = pytest.mark.slow  # end to end: real CLI and anvil
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("SHARDS", "ETHEREUM_RPC_URLS")}
+def _run(
+    args: list[str], cwd: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    unset = ("SHARDS", "ETHEREUM_RPC_URLS", "CLICKHOUSE_URL", "CLICKHOUSE_PASSWORD")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env.update(extra_env or {})
     env["PYTHONPATH"] = str(REPO)
     env["BACKFILL_CONSOLE_RUNTIME_DIR"] = str(cwd / "runtime")
     return subprocess.run(
@@ -143,4 +147,118 @@ def test_devchain_port_taken_is_said_in_words(tmp_path: Path) -> None:
         f"backfill-console devchain: port {port} on 127.0.0.1 is taken by another process: "
         "choose another --port, or leave --port out for a free one"
     )
+    assert _created(tmp_path) == []
+
+
+WRONG_PASSWORD = "not-the-Server-Password-7Qx"
+
+
+def _store_config(folder: Path, clickhouse: str) -> Path:
+    """A devchain config (no rpc.urls: the store is checked first, no anvil starts)."""
+    path = folder / "config.toml"
+    path.write_text(
+        f"[clickhouse]\n{clickhouse}"
+        '[backfill]\ndays = 2\nshards = 1\ndata_dir = "data/backfill"\n'
+        '[devchain]\nstate_dir = "data/devchain"\n'
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_a_wrong_store_password_is_said_in_words_masked_and_creates_nothing(
+    tmp_path: Path, store_server
+) -> None:
+    """The real local store server (started with its generated password) as clickhouse.url,
+    the config's password wrong: the console, `sql` and `hard-gate` name the key, never the
+    password, and create nothing."""
+    config = _store_config(
+        tmp_path,
+        f'url = "{store_server.url}"\nuser = "backfill"\npassword = "{WRONG_PASSWORD}"\n',
+    )
+    words = (
+        f"ClickHouse at {store_server.url} refused user 'backfill': the password from "
+        "clickhouse.password is wrong, or the user is unknown: check clickhouse.password and "
+        "clickhouse.user"
+    )
+    out = _run(["--no-ui", "--config", str(config)], tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"backfill-console: could not start: {words}"
+    for args, prefix in (
+        (["sql", "SELECT 1"], "sql"),
+        (["hard-gate"], "hard-gate"),
+    ):
+        out2 = _run([*args, "--config", str(config)], tmp_path)
+        assert out2.returncode == 1
+        assert (out2.stdout + out2.stderr).strip() == f"{prefix}: cannot open the store: {words}"
+        assert WRONG_PASSWORD not in out2.stdout + out2.stderr
+    for text in (out.stdout, out.stderr):
+        assert WRONG_PASSWORD not in text and store_server.password not in text
+        assert "Traceback" not in text
+    assert _created(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_wrong_store_password_from_the_environment_names_the_variable(
+    tmp_path: Path, store_server
+) -> None:
+    """CLICKHOUSE_URL and CLICKHOUSE_PASSWORD (the remote-server form of the README) with a
+    wrong password: the error names env CLICKHOUSE_PASSWORD; no password at all is said too."""
+    config = _store_config(tmp_path, 'user = "backfill"\n')
+    env = {"CLICKHOUSE_URL": store_server.url, "CLICKHOUSE_PASSWORD": WRONG_PASSWORD}
+    out = _run(["--no-ui", "--config", str(config)], tmp_path, env)
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        f"backfill-console: could not start: ClickHouse at {store_server.url} refused user "
+        "'backfill': the password from env CLICKHOUSE_PASSWORD is wrong, or the user is unknown: "
+        "check env CLICKHOUSE_PASSWORD and clickhouse.user"
+    )
+    assert WRONG_PASSWORD not in out.stdout + out.stderr
+    out = _run(["--no-ui", "--config", str(config)], tmp_path, {"CLICKHOUSE_URL": store_server.url})
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        f"backfill-console: could not start: ClickHouse at {store_server.url} refused user "
+        "'backfill' with no password (clickhouse.password and env CLICKHOUSE_PASSWORD are empty), "
+        "or the user is unknown: set clickhouse.password or env CLICKHOUSE_PASSWORD, and check "
+        "clickhouse.user"
+    )
+    assert _created(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_password_in_the_store_url_is_refused_masked(tmp_path: Path, store_server) -> None:
+    """The password written into clickhouse.url (user:password@host): refused as bad config
+    (exit 2), masked, saying where user and password go; nothing created."""
+    host = store_server.url.removeprefix("http://")
+    config = _store_config(tmp_path, f'url = "http://backfill:{WRONG_PASSWORD}@{host}"\n')
+    out = _run(["--no-ui", "--config", str(config)], tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        f"backfill-console: {config}: clickhouse.url = 'http://***@{host}': expected empty (the "
+        "local store server) or http(s)://host[:port] without a user or password in it: put "
+        "them in clickhouse.user and clickhouse.password (or env CLICKHOUSE_PASSWORD)"
+    )
+    assert WRONG_PASSWORD not in out.stdout + out.stderr
+    assert _created(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_taken_clickhouse_port_is_said_in_words_and_creates_nothing(tmp_path: Path) -> None:
+    """clickhouse.port held by another process (a real socket listening on 127.0.0.1): the
+    console and `sql` name the key, the port and what to do; nothing is created."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        config = _store_config(tmp_path, f'port = {port}\npath = "data/clickhouse"\n')
+        out = _run(["--no-ui", "--config", str(config)], tmp_path)
+        sql = _run(["sql", "SELECT 1", "--config", str(config)], tmp_path)
+    words = (
+        f"clickhouse.port = {port}: port {port} on 127.0.0.1 is taken by another process: stop "
+        "that process, choose another clickhouse.port, or set it to 0 (a free port at each start)"
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"backfill-console: could not start: {words}"
+    assert sql.returncode == 1
+    assert sql.stderr.strip() == f"sql: cannot open the store: {words}"
+    assert "Traceback" not in out.stderr + sql.stderr
     assert _created(tmp_path) == []

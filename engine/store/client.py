@@ -82,6 +82,7 @@ class Store:
         password: str,
         local: LocalServer | None = None,
         local_port: int = 0,
+        password_from: str = "",
     ) -> None:
         import clickhouse_connect  # noqa: F401  (fail early when missing)
 
@@ -91,6 +92,7 @@ class Store:
         self.database = database
         self.local = local
         self._local_port = local_port
+        self._password_from = password_from
         self._local = threading.local()
         self._clients: list[Any] = []
         self._clients_lock = threading.Lock()
@@ -134,12 +136,18 @@ class Store:
                 )
             except Exception as exc:
                 self._after_failure(exc)
-                raise StoreError(self._mask(f"cannot connect to {self.label}: {exc}")) from exc
+                raise StoreError(self._words(exc, f"cannot connect to {self.label}: ")) from exc
             self._local.client = client
             self._local.generation = self._generation
             with self._clients_lock:
                 self._clients.append(client)
         return client
+
+    def _words(self, exc: BaseException, prefix: str = "") -> str:
+        """The error an operator reads: a refused login in words, else the masked text."""
+        if is_auth_failure(str(exc)):
+            return refused_words(mask_url(self._url), self._user, self._password_from)
+        return self._mask(prefix + str(exc))
 
     def _mask(self, text: str) -> str:
         if self._password:
@@ -167,7 +175,7 @@ class Store:
             raise
         except Exception as exc:
             self._after_failure(exc)
-            raise StoreError(self._mask(str(exc))) from exc
+            raise StoreError(self._words(exc)) from exc
 
     def command(self, sql: str) -> None:
         """Run a statement that returns nothing."""
@@ -285,6 +293,27 @@ def _parse_json(raw: bytes) -> tuple[list[str], list[tuple]]:
     return names, [tuple(r) for r in doc["data"]]
 
 
+def is_auth_failure(text: str) -> bool:
+    """A server's answer saying it refused the login (ClickHouse code 516 / HTTP 401, 403)."""
+    return "AUTHENTICATION_FAILED" in text or "code: 516" in text.lower()
+
+
+def refused_words(shown_url: str, user: str, password_from: str) -> str:
+    """What to tell an operator whose login the server refused; `password_from` names where the
+    password came from ("" when none was given). Never contains the password."""
+    head = f"ClickHouse at {shown_url} refused user {user!r}"
+    if password_from:
+        return (
+            f"{head}: the password from {password_from} is wrong, or the user is unknown: "
+            f"check {password_from} and clickhouse.user"
+        )
+    return (
+        f"{head} with no password (clickhouse.password and env CLICKHOUSE_PASSWORD are empty), "
+        "or the user is unknown: set clickhouse.password or env CLICKHOUSE_PASSWORD, and check "
+        "clickhouse.user"
+    )
+
+
 def _is_connection_error(exc: BaseException) -> bool:
     from clickhouse_connect.driver.exceptions import OperationalError
 
@@ -296,7 +325,7 @@ def open_store(cfg: Config, create_schema: bool = True) -> Store:
     clickhouse.path (the running one, or one started now; it stops with store.close())."""
     ch = cfg.clickhouse
     if ch.url:
-        store = Store(ch.url, ch.database, ch.user, ch.password)
+        store = Store(ch.url, ch.database, ch.user, ch.password, password_from=ch.password_from)
     else:
         try:
             server = ensure_server(ch.path, ch.port)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import fcntl
 import hashlib
 import http.client
@@ -48,6 +49,27 @@ READY_TIMEOUT_S = 120.0
 
 class ServerError(RuntimeError):
     """The local store server could not be started or reached (never carries the password)."""
+
+
+def port_problem(port: int) -> str:
+    """'' when the local store server could listen on 127.0.0.1:port, else why not in words,
+    naming the key (`clickhouse.port`) and what to do."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            s.bind((HOST, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                why = "is taken by another process"
+            elif exc.errno == errno.EACCES:
+                why = "needs privileges this user lacks"
+            else:
+                why = f"cannot be used ({exc.strerror or exc})"
+            return (
+                f"clickhouse.port = {port}: port {port} on {HOST} {why}: stop that process, "
+                "choose another clickhouse.port, or set it to 0 (a free port at each start)"
+            )
+    return ""
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -316,6 +338,8 @@ def ensure_server(data_dir: Path, port: int = 0, timeout: float = READY_TIMEOUT_
     `port` 0 picks a free port (again on each start); a fixed port is used as given.
     """
     data_dir = Path(data_dir).resolve()
+    if port and running_server(data_dir) is None and (problem := port_problem(port)):
+        raise ServerError(problem)  # before anything is created
     data_dir.mkdir(parents=True, exist_ok=True)
     with _start_lock(data_dir):
         info = running_server(data_dir)
@@ -339,4 +363,6 @@ def ensure_server(data_dir: Path, port: int = 0, timeout: float = READY_TIMEOUT_
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            if port and "Address already in use" in last:  # taken meanwhile
+                raise ServerError(port_problem(port) or last)
         raise ServerError(f"local store server on {data_dir} did not start: {last}")
