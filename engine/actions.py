@@ -44,7 +44,6 @@ class Operator:
             with eng.lock:
                 eng.shards = shards
                 eng.shard_ids = list(range(shards))
-            eng.progress.reset_shard_counts()
             sup.scale(shards)
             eng.rpc.drop_shards_from(shards)
             eng.view.on_scale(old, shards)

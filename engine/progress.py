@@ -1,7 +1,8 @@
-"""Backfill progress of one console: which days are COMPLETE, waiting, failed; rows/s and ETA.
+"""Backfill progress of one console: which days are COMPLETE, waiting, failed; rows/s.
 
 The Engine feeds it from worker messages (day_done, range, day_failed) and loader callbacks
-(checkpoint written); plans, the day grid, the completion check and the ETA read it. It has its
+(checkpoint written); plans, the day grid and the completion check read it (the ETA is
+engine.eta). It has its
 own lock: every method may be called from any thread.
 """
 
@@ -14,15 +15,12 @@ from datetime import date
 from engine.store import panels
 from engine.store.client import Store
 
-#: Seconds after start before any ETA is given (the rate has not settled before).
-ETA_WARMUP_S = 15.0
-
 #: Window of the rows/s figure, in seconds.
 RATE_WINDOW_S = 10.0
 
 
 class Progress:
-    """Days COMPLETE / waiting for their checkpoint / failed, block ranges, rows/s and ETA."""
+    """Days COMPLETE / waiting for their checkpoint / failed, block ranges, rows/s."""
 
     def __init__(self, days_total: int, started_at: float) -> None:
         self.days_total = days_total
@@ -33,8 +31,6 @@ class Progress:
         self.failed: dict[int, str] = {}  # day -> last failure, until the day is COMPLETE
         self.ranges: dict[int, tuple[int, int]] = {}  # day -> (first block, last block)
         self.rows_at_start: dict[str, int] = {}
-        # Days COMPLETE per shard since start (or since the last scale): the ETA's rate.
-        self.completed_by_shard: dict[int, int] = {}
         self.rate_samples: deque[tuple[float, int]] = deque(maxlen=600)
         self.rate_history: deque[float] = deque(maxlen=120)
 
@@ -84,18 +80,12 @@ class Progress:
         with self.lock:
             self.failed[day] = message
 
-    def checkpointed(self, day: int, shard: int) -> None:
+    def checkpointed(self, day: int) -> None:
         """The day's COMPLETE checkpoint is written (its rows before it)."""
         with self.lock:
             self.complete.add(day)
             self.pending_checkpoint.discard(day)
             self.failed.pop(day, None)
-            self.completed_by_shard[shard] = self.completed_by_shard.get(shard, 0) + 1
-
-    def reset_shard_counts(self) -> None:
-        """After a scale the shards are new: their completion counts start again."""
-        with self.lock:
-            self.completed_by_shard = {}
 
     # ---- queries ------------------------------------------------------------------------------
     def todo(self) -> list[int]:
@@ -129,7 +119,7 @@ class Progress:
             rows[table] = rows.get(table, 0) + n
         return rows
 
-    # ---- rate and ETA -------------------------------------------------------------------------
+    # ---- rate ---------------------------------------------------------------------------------
     def sample_rate(self, now: float, total_rows: int) -> None:
         """Record the loader's total rows at monotonic time ``now``; rows/s over RATE_WINDOW_S."""
         self.rate_samples.append((now, total_rows))
@@ -141,25 +131,3 @@ class Progress:
 
     def rate(self) -> float:
         return self.rate_history[-1] if self.rate_history else 0.0
-
-    def eta(self, now: float, shard_ids: list[int], shards: int) -> float | None:
-        """Seconds until the slowest shard finishes; None while the rate has not settled.
-
-        Each shard's days left times the time per day it has taken since start (days COMPLETE
-        per shard since start, not counting days COMPLETE before it).
-        """
-        elapsed = now - self.started_at
-        if elapsed < ETA_WARMUP_S:
-            return None
-        worst = 0.0
-        with self.lock:
-            for k in shard_ids:
-                days = range(k, self.days_total, shards)
-                remaining = sum(1 for d in days if d not in self.complete)
-                if remaining == 0:
-                    continue
-                done = self.completed_by_shard.get(k, 0)
-                if done == 0:
-                    return None
-                worst = max(worst, remaining * elapsed / done)
-        return worst

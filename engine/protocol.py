@@ -174,6 +174,11 @@ class DayDone(Message):
     #: the console takes the counts from the store then, checking it parsed `logs` logs.
     chunks: list[int] | None = None
     logs: int = 0
+    #: The worker's figures of the day, for the ETA (engine.eta.DayCost): seconds from the day's
+    #: start, of which waiting for a budget token, and provider calls.
+    seconds: float = 0.0
+    wait_s: float = 0.0
+    calls: int = 0
 
 
 @dataclass(slots=True)

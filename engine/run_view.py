@@ -4,7 +4,9 @@
   days and restarts for the whole run (restarts and scales do not reset them).
 - `HeartbeatBook` (engine.heartbeats): `worker_heartbeats` rows with the worker's last real
   heartbeat time and real state; shards scaled away are GONE.
-- `EtaEstimator` (engine.eta): an ETA from the recent pace, none while paused or stalled.
+- `EtaEstimator` (engine.eta): an ETA from the recent day times per worker and the request
+  budget, none while paused or stalled. With BACKFILL_ETA_TRACE=<file> its inputs are written to
+  that file as JSON lines (`bench/eta.py` replays them).
 - The run's end: when the last day was COMPLETE, the rebuild's progress and verdict
   (`RunOutcome`), and the frozen elapsed time.
 
@@ -14,6 +16,8 @@ reads the results. Nothing here touches the store or a process.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -21,13 +25,30 @@ from typing import Any, Protocol
 
 from engine.days import blocks_text
 from engine.decode import TABLES
-from engine.eta import Estimate, EtaEstimator
+from engine.eta import DayCost, Estimate, EtaEstimator
 from engine.heartbeats import Beat, HeartbeatBook
 from engine.run_book import RunBook
 from engine.status import RunOutcome
 
 #: Worker states whose shard makes no progress: the ETA clock stops, with this reason.
 BLOCKING = ("STALLED", "FATAL")
+#: A file to write the ETA's inputs to, as JSON lines (for bench/eta.py's replay).
+TRACE_ENV = "BACKFILL_ETA_TRACE"
+
+
+class EtaTrace:
+    """The ETA's inputs as JSON lines [event, monotonic time, ...]; a no-op without a path."""
+
+    def __init__(self, path: str | None) -> None:
+        self.lock = threading.Lock()
+        self.file = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+
+    def write(self, *event: Any) -> None:
+        if self.file is None:
+            return
+        with self.lock:
+            self.file.write(json.dumps(event, separators=(",", ":")) + "\n")
+            self.file.flush()
 
 
 class ShardLike(Protocol):
@@ -54,6 +75,7 @@ class RunView:
         self.book = RunBook()
         self.heartbeats = HeartbeatBook()
         self.eta = EtaEstimator()
+        self.trace = EtaTrace(os.environ.get(TRACE_ENV))
         self.lock = threading.Lock()
         self.backfill_done_at: float | None = None  # unix time the last day was COMPLETE
         self.finished_at: float | None = None  # unix time the run ended (elapsed stops)
@@ -67,8 +89,17 @@ class RunView:
     def on_logs(self, shard: int, pid: int | None, day: int, n: int) -> None:
         self.book.rows(shard, pid, day, "logs", n)
 
-    def on_day_done(self, shard: int, pid: int | None, day: int) -> None:
+    def on_day_done(self, shard: int, pid: int | None, day: int, cost: DayCost) -> None:
         self.book.day_done(shard, pid, day)
+        now = time.monotonic()
+        self.eta.fetched(now, shard, day, cost)
+        self.trace.write("fetched", now, shard, day, cost.seconds, cost.wait_s, cost.calls)
+
+    def on_start(self, shard: int, share: float) -> None:
+        """A worker (re)starts for `shard` with this request budget (requests/s, all URLs)."""
+        now = time.monotonic()
+        self.eta.started(now, shard, share)
+        self.trace.write("start", now, shard, share)
 
     def on_checkpoint_counts(self, shard: int, day: int, counts: Mapping[str, int]) -> None:
         """The checkpoint written, with the store's counts of the day (kind -> rows)."""
@@ -102,16 +133,26 @@ class RunView:
             )
         )
 
-    def on_checkpoint(self) -> None:
-        self.eta.completed(time.monotonic(), 0)
+    def on_checkpoint(self, day: int) -> None:
+        now = time.monotonic()
+        self.eta.completed(now, day)
+        self.trace.write("done", now, day)
 
     # ---- monitor ------------------------------------------------------------------------------
-    def tick(self, shards: Mapping[int, ShardLike], total: int, paused: bool, working: int) -> None:
-        """Every monitor tick: heartbeat rows follow the supervisor's states; the ETA's clock."""
+    def tick(
+        self, shards: Mapping[int, ShardLike], total: int, paused: bool, left: Mapping[int, int]
+    ) -> None:
+        """Every monitor tick: heartbeat rows follow the supervisor's states; the ETA's clock
+        (`left`: days without DayDone per shard of this console, for the trace)."""
         now = self.clock()
         for k, sh in list(shards.items()):
             self.heartbeats.state(k, total, str(sh.state), sh.pid, now, sh.last_error)
-        self.eta.tick(time.monotonic(), not paused, working)
+        mono = time.monotonic()
+        self.eta.tick(mono, not paused)
+        if self.trace.file is not None:
+            working = {str(k): n for k, n in left.items() if n and k in shards}
+            blocked = "none while paused" if paused else self.blocked(shards)
+            self.trace.write("tick", mono, not paused, blocked, working)
 
     @staticmethod
     def blocked(shards: Mapping[int, ShardLike]) -> str:
@@ -131,7 +172,7 @@ class RunView:
         keep = set(range(new))
         self.heartbeats.gone(keep, f"scaled away: SHARDS {old} -> {new}")
         self.book.forget_shards(keep)
-        self.eta.new_layout(time.monotonic())
+        self.trace.write("scale", time.monotonic(), old, new)
 
     # ---- the end ------------------------------------------------------------------------------
     def backfill_complete(self) -> None:

@@ -26,6 +26,7 @@ from engine.config import Config
 from engine.constants import check_topics
 from engine.control import ControlServer, socket_path_for
 from engine.decode import TABLES
+from engine.eta import DayCost
 from engine.masking import mask_url
 from engine.progress import Progress
 from engine.protocol import (
@@ -130,6 +131,7 @@ class Engine:
         self.loader: Loader | None = None
         self.supervisor: Supervisor | None = None
         self.urls: list[str] = []
+        self._shares: dict[int, float] = {}  # each worker's request budget (all URLs), the ETA's
         self.chain = ""
         self.chain_id = 0
         self.lock = threading.RLock()  # shards, shard_ids, errors, background threads
@@ -266,6 +268,9 @@ class Engine:
         c = self.cfg.contracts
         r = self.cfg.rpc
         rps = worker_budget(r.requests_per_second, shards, with_work, self.explicit_shard_ids)
+        if days:  # the ETA carries day times over to this share (a budget per URL)
+            self._shares[shard] = rps * len(self.urls)
+            self.view.on_start(shard, self._shares[shard])
         return Plan(
             shard=shard,
             shards=shards,
@@ -351,7 +356,8 @@ class Engine:
             loader.add_checkpoint(
                 sh.shard, msg.day, msg.first, msg.last, counts, chunks=chunks, logs=msg.logs
             )
-            self.view.on_day_done(sh.shard, sh.pid, msg.day)
+            cost = DayCost(msg.seconds, msg.wait_s, msg.calls, self._shares.get(sh.shard, 0.0))
+            self.view.on_day_done(sh.shard, sh.pid, msg.day, cost)
         elif isinstance(msg, Range):
             self.progress.set_range(msg.day, msg.first, msg.last)
             loader.add_range(msg.day, msg.first, msg.last)
@@ -374,8 +380,8 @@ class Engine:
             self._wake.set()
 
     def _on_checkpoint(self, day: int) -> None:
-        self.progress.checkpointed(day, day % self.shards)
-        self.view.on_checkpoint()
+        self.progress.checkpointed(day)
+        self.view.on_checkpoint(day)
         self._wake.set()
 
     def _on_skip(self, shard: int, day: int, reason: str, n: int) -> None:
@@ -484,8 +490,7 @@ class Engine:
         sup, loader = self.supervisor, self.loader
         assert sup is not None and loader is not None
         shards = dict(sup.shards)
-        working = sum(1 for k, n in self._left_by_shard().items() if n and k in shards)
-        self.view.tick(shards, self.shards, sup.paused, working)
+        self.view.tick(shards, self.shards, sup.paused, self._left_by_shard())
         for row in self.view.heartbeat_rows():
             loader.set_heartbeat(str(row[0]), row)
 

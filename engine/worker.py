@@ -174,6 +174,8 @@ class Worker:
         # Chunk ids: this process's nonce in the high 32 bits, a sequence number in the low ones.
         self.nonce = random.SystemRandom().getrandbits(31) + 1
         self.chunk_seq = 0
+        # (monotonic start, provider calls, budget wait) when the current day began.
+        self.day_started: tuple[float, int, float] = (time.monotonic(), 0, 0.0)
 
     # ---- output -------------------------------------------------------------------------------
     def send(self, msg: Message) -> None:
@@ -301,6 +303,16 @@ class Worker:
             self.log_ts.update(zip(chunk, got, strict=True))
         return {b: known[b] if b in known else self.log_ts[b] for b in blocks}
 
+    def day_figures(self) -> dict[str, Any]:
+        """The day's seconds, seconds waiting for a budget token and provider calls (the ETA)."""
+        t0, calls0, wait0 = self.day_started
+        calls, wait = self.pool.budget_totals()
+        return {
+            "seconds": round(time.monotonic() - t0, 3),
+            "wait_s": round(wait - wait0, 3),
+            "calls": calls - calls0,
+        }
+
     def next_chunk(self) -> int:
         self.chunk_seq += 1
         return (self.nonce << 32) | (self.chunk_seq & 0xFFFFFFFF)
@@ -356,6 +368,7 @@ class Worker:
                 erc1155=counts["erc1155"],
                 resolutions=counts["resolutions"],
                 registrations=counts["registrations"],
+                **self.day_figures(),
             )
         )
         log.info(
@@ -374,6 +387,7 @@ class Worker:
         With plan.raw_logs off the logs are decoded here (_run_day_decoded). Else they are not
         parsed here: each answer's JSON array goes to the console as it came (in pieces of at
         most PIECE_BYTES), the store decodes it and counts the day's rows."""
+        self.day_started = (time.monotonic(), *self.pool.budget_totals())
         if not self.plan.raw_logs:
             return self._run_day_decoded(day)
         self.alive(day=day, phase=Phase.RANGE, rows=0, first=0, last=0)
@@ -417,7 +431,11 @@ class Worker:
         chunks = [first_chunk, self.chunk_seq] if self.chunk_seq >= first_chunk else None
         if chunks is not None:
             chunks = [(self.nonce << 32) | c for c in chunks]
-        self.send(DayDone(day=day, first=first, last=last, chunks=chunks, logs=n_logs))
+        self.send(
+            DayDone(
+                day=day, first=first, last=last, chunks=chunks, logs=n_logs, **self.day_figures()
+            )
+        )
         log.info(
             "day %d COMPLETE blocks %d-%d logs %d chunks %s timestamp_calls %d",
             day,

@@ -1,11 +1,9 @@
-"""Pure bookkeeping behind what the operator sees: run totals (engine.run_book), the ETA
-(engine.eta) and worker_heartbeats rows (engine.heartbeats). Plain table-driven tests."""
+"""Pure bookkeeping behind what the operator sees: run totals (engine.run_book) and
+worker_heartbeats rows (engine.heartbeats); the ETA is tests/test_eta.py. Plain table-driven
+tests."""
 
 from __future__ import annotations
 
-import pytest
-
-from engine.eta import MIN_WINDOW_S, EtaEstimator
 from engine.heartbeats import GONE, Beat, HeartbeatBook, stamp
 from engine.run_book import RunBook
 
@@ -49,78 +47,6 @@ def test_messages_from_the_same_process_are_not_restarts() -> None:
     assert book.shard_totals(0) == (0, 0, 0)
     book.process(0, 43)
     assert book.shard_totals(0)[2] == 1
-
-
-# ---- EtaEstimator -------------------------------------------------------------------------------
-
-
-def run_steady(est: EtaEstimator, shards: int, seconds_per_day: float, days: int) -> float:
-    """Each shard completes a day every seconds_per_day (staggered); returns the end time."""
-    t = 0.0
-    est.tick(t, True, shards)
-    events = sorted(
-        (seconds_per_day * (i + 1) + k * seconds_per_day / shards, k)
-        for k in range(shards)
-        for i in range(days)
-    )
-    for at, _ in events:
-        while t + 0.5 < at:
-            t += 0.5
-            est.tick(t, True)
-        t = at
-        est.completed(t, 100)
-    return t
-
-
-def test_eta_is_calculating_until_settled() -> None:
-    est = EtaEstimator()
-    est.tick(0.0, True, 4)
-    est.tick(MIN_WINDOW_S + 1, True)
-    assert est.estimate({0: 5, 1: 5, 2: 5, 3: 5}).note == "calculating"
-    est.completed(MIN_WINDOW_S + 2, 100)
-    assert est.estimate({0: 5, 1: 5, 2: 5, 3: 5}).seconds is None
-
-
-@pytest.mark.parametrize("shards", [1, 4, 10])
-def test_steady_pace_gives_days_left_times_seconds_per_day(shards: int) -> None:
-    est = EtaEstimator()
-    run_steady(est, shards, seconds_per_day=6.0, days=5)
-    e = est.estimate({k: 7 for k in range(shards)} | {0: 9})
-    assert e.note == ""
-    assert e.seconds == pytest.approx(9 * 6.0, rel=0.15)
-
-
-def test_paused_time_does_not_slow_the_pace_and_no_eta_while_blocked() -> None:
-    est = EtaEstimator()
-    end = run_steady(est, 2, seconds_per_day=5.0, days=4)
-    est.tick(end, False)  # paused for an hour
-    est.tick(end + 3600, True)
-    assert est.estimate({0: 3, 1: 3}, blocked="none while paused").note == "none while paused"
-    assert est.estimate({0: 3, 1: 3}).seconds == pytest.approx(15.0, rel=0.2)
-
-
-def test_the_pace_follows_the_recent_stretch() -> None:
-    est = EtaEstimator()
-    est.tick(0.0, True, 1)
-    t = 0.0
-    for step in [5.0] * 10 + [15.0] * 10:  # days get three times slower half-way
-        for _ in range(int(step / 0.5)):
-            t += 0.5
-            est.tick(t, True)
-        est.completed(t, 100)
-    assert est.pace(1) == pytest.approx(15.0, rel=0.1)
-
-
-def test_a_scale_starts_a_new_window() -> None:
-    est = EtaEstimator()
-    end = run_steady(est, 2, seconds_per_day=5.0, days=4)
-    est.new_layout(end)
-    est.tick(end, True, 4)
-    assert est.estimate({k: 3 for k in range(4)}).note == "calculating"
-
-
-def test_nothing_left_is_zero() -> None:
-    assert EtaEstimator().estimate({0: 0}).seconds == 0.0
 
 
 # ---- HeartbeatBook ------------------------------------------------------------------------------

@@ -71,6 +71,7 @@ class Endpoint:
         self.calls = 0  # HTTP requests (a JSON-RPC batch is one)
         self.provider_calls = 0  # calls as providers bill them: each call of a batch counts
         self.block_calls = 0  # eth_getBlockByNumber calls (each of a batch)
+        self.budget_wait_s = 0.0  # seconds spent waiting for a budget token (the ETA's input)
         self.errors: Counter[str] = Counter()
         self.http_429 = 0
         self.latencies: deque[float] = deque(maxlen=512)

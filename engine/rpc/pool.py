@@ -275,6 +275,12 @@ class RpcPool:
         with self._lock:
             return [ep.health(now, self._ranges.current_range(ep.index)) for ep in self._endpoints]
 
+    def budget_totals(self) -> tuple[int, float]:
+        """Provider calls so far and seconds spent waiting for a budget token, over all URLs."""
+        with self._lock:
+            eps = list(self._endpoints)
+        return sum(ep.provider_calls for ep in eps), sum(ep.budget_wait_s for ep in eps)
+
     def close(self) -> None:
         """Close this thread's HTTP connections."""
         conns = getattr(self._local, "conns", None) or {}
@@ -402,7 +408,8 @@ class RpcPool:
         With ``raw`` (eth_getLogs) the result is a ``jsonrpc.RawLogs``: the answer's result array
         as bytes, its logs never parsed when the answer has the plain shape.
         """
-        ep.bucket.acquire(len(params) if batch else 1)  # providers count every call of a batch
+        # Providers count every call of a batch; the wait tells the ETA how tight the budget is.
+        ep.budget_wait_s += ep.bucket.acquire(len(params) if batch else 1)
         req_id = next(self._ids)
         ids = [next(self._ids) for _ in params] if batch else None
         body = jsonrpc.encode(method, params, req_id, ids)
