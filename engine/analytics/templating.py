@@ -4,6 +4,11 @@
 window, written once here), then the values of `sql_params` ({db}, {sfx}, {start_date}, {days},
 {cash_tokens}, {issuers}, {exchanges}, {system}). `named_queries` splits a file into its
 `-- query: NAME` sections (gates.sql).
+
+The .sql files are read once, when this module is imported, so a running process always runs the
+SQL of the code it loaded: a checkout updated under a long-running console (a rebase, a pull) must
+not pair the old Python with new SQL (seen: the old duplicates gate reading the new SQL's scratch
+table `gate_multi_block_new`, which only the new Python creates: "Unknown table").
 """
 
 from __future__ import annotations
@@ -31,9 +36,25 @@ COMPLETE_DAYS_CTE = """complete_days AS (
 FRAGMENTS = {"complete_days_cte": COMPLETE_DAYS_CTE}
 
 
+def _load_sql(package: str) -> dict[str, str]:
+    """Every `<package>/sql/*.sql` file's text by file name, read now."""
+    folder = resources.files(package).joinpath("sql")
+    return {f.name: f.read_text() for f in folder.iterdir() if f.name.endswith(".sql")}
+
+
+# Read at import (see the module docstring): the SQL of the version this process loaded.
+_SQL = _load_sql("engine.analytics")
+
+
 def sql_text(filename: str) -> str:
-    """The text of `engine/analytics/sql/<filename>`."""
-    return resources.files("engine.analytics").joinpath(f"sql/{filename}").read_text()
+    """The text of `engine/analytics/sql/<filename>` as it was when this process imported it."""
+    try:
+        return _SQL[filename]
+    except KeyError:
+        raise ValueError(
+            f"analytics SQL file {filename!r}: not in engine/analytics/sql "
+            f"(expected one of {', '.join(sorted(_SQL))})"
+        ) from None
 
 
 def sql_list(addresses: tuple[str, ...] | list[str]) -> str:

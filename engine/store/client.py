@@ -30,10 +30,14 @@ class StoreError(Exception):
     """A store query or command failed; the message never carries a password."""
 
 
+# Read at import, like the analytics SQL (engine/analytics/templating.py): a process runs the SQL of
+# the code it loaded, even when the checkout changes under it.
+SCHEMA_SQL = resources.files("engine.store").joinpath("sql/schema.sql").read_text()
+
+
 def schema_statements(database: str) -> list[str]:
     """The DDL of store/sql/schema.sql with the database name filled in, one statement each."""
-    text = resources.files("engine.store").joinpath("sql/schema.sql").read_text()
-    return split_sql(text.replace("{db}", database))
+    return split_sql(SCHEMA_SQL.replace("{db}", database))
 
 
 def split_sql(text: str) -> list[str]:

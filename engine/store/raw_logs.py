@@ -65,13 +65,17 @@ def filter_of(contracts: ContractsConfig) -> DecodeFilter:
     )
 
 
+# Read at import (engine/analytics/templating.py says why): the SQL of the code this process loaded.
+DECODE_SQL = resources.files("engine.store").joinpath("sql/decode.sql").read_text()
+
+
 def _addresses(values: Iterable[str]) -> str:
     return "[" + ", ".join(f"'{a.lower()}'" for a in sorted(values)) + "]::Array(String)"
 
 
 def filter_hash(filt: DecodeFilter) -> str:
     """Short stable name suffix for the decode views of one filter (and of this SQL)."""
-    sql = resources.files("engine.store").joinpath("sql/decode.sql").read_text()
+    sql = DECODE_SQL
     body = "|".join(
         [
             ",".join(sorted(filt.erc20_tokens)),
@@ -86,7 +90,7 @@ def filter_hash(filt: DecodeFilter) -> str:
 
 def decode_statements(database: str, filt: DecodeFilter) -> list[str]:
     """DDL of the entry table and decode views for this filter, one statement each."""
-    text = resources.files("engine.store").joinpath("sql/decode.sql").read_text()
+    text = DECODE_SQL
     values = {
         "{db}": database,
         "{h}": filter_hash(filt),
