@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -154,12 +155,22 @@ def test_concurrent_threads_and_processes(store: Store, store_server) -> None:
     ]
 
 
-def _http(port: int, sql: str, *, auth: str | None = None, path: str = "/") -> tuple[int, str]:
-    headers = {}
+def _http(
+    port: int,
+    sql: str | None,
+    *,
+    auth: str | None = None,
+    path: str = "/",
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+) -> tuple[int, str]:
+    """Status and body of one raw HTTP request to the local server (`auth`: basic `user:pw`)."""
+    hdrs = dict(headers or {})
     if auth is not None:
-        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+        hdrs["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+    data = sql.encode() if sql is not None else None
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=sql.encode(), headers=headers, method="POST"
+        f"http://127.0.0.1:{port}{path}", data=data, headers=hdrs, method=method
     )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
@@ -168,27 +179,96 @@ def _http(port: int, sql: str, *, auth: str | None = None, path: str = "/") -> t
         return exc.code, exc.read().decode()
 
 
+def _bypass_attempts(pw: str) -> list[tuple[str, dict]]:
+    """(name, _http keyword arguments) of every way in without the password we could think of:
+    each must be refused before any query runs. `default` (LocalServer's own user, no password)
+    is what most of them try to become."""
+    mark = "SELECT concat('ran as ', currentUser())"
+    q = urllib.parse.quote(mark)
+    wrong = f"{SERVER_USER}:wrong-{pw[:4]}"
+    b = "/?user=default"
+    return [
+        ("no credentials", {"sql": mark}),
+        ("GET, query in the URL", {"sql": None, "method": "GET", "path": f"/?query={q}"}),
+        ("URL user=default", {"sql": mark, "path": b}),
+        ("URL user=default, query in the URL", {"sql": None, "path": f"{b}&query={q}"}),
+        ("URL us%65r=default", {"sql": mark, "path": "/?us%65r=default"}),
+        ("URL password= only", {"sql": mark, "path": "/?password="}),
+        (
+            "URL user+password of backfill",
+            {"sql": mark, "path": f"/?user={SERVER_USER}&password=x"},
+        ),
+        ("basic default:", {"sql": mark, "auth": "default:"}),
+        ("basic default:x", {"sql": mark, "auth": "default:x"}),
+        ("basic backfill: (empty)", {"sql": mark, "auth": f"{SERVER_USER}:"}),
+        ("basic backfill:wrong", {"sql": mark, "auth": wrong}),
+        # The hole of session 6: a basic-auth header that only starts like ours, and the user
+        # from the URL (which ClickHouse lets win): it ran as `default`.
+        ("basic backfill:wrong + URL user=default", {"sql": mark, "auth": wrong, "path": b}),
+        (
+            "basic backfill:wrong + URL password=",
+            {"sql": mark, "auth": wrong, "path": "/?password="},
+        ),
+        (
+            "basic backfill:wrong + SYSTEM STOP LISTEN as default",
+            {"sql": "SYSTEM STOP LISTEN HTTP", "auth": wrong, "path": b},
+        ),
+        (
+            "basic backfill:wrong + KILL the hold as default",
+            {"sql": "KILL QUERY WHERE 1 SYNC", "auth": wrong, "path": b},
+        ),
+        ("basic with the password plus a suffix", {"sql": mark, "auth": f"{SERVER_USER}:{pw}x"}),
+        ("basic with a prefix of the password", {"sql": mark, "auth": f"{SERVER_USER}:{pw[:-1]}"}),
+        ("X-ClickHouse-User default", {"sql": mark, "headers": {"X-ClickHouse-User": "default"}}),
+        (
+            "X-ClickHouse-User backfill, no key",
+            {"sql": mark, "headers": {"X-ClickHouse-User": SERVER_USER}},
+        ),
+        (
+            "X-ClickHouse-User backfill, wrong key",
+            {"sql": mark, "headers": {"X-ClickHouse-User": SERVER_USER, "X-ClickHouse-Key": "x"}},
+        ),
+        (
+            "X-ClickHouse-User default with our key",
+            {"sql": mark, "headers": {"X-ClickHouse-User": "default", "X-ClickHouse-Key": pw}},
+        ),
+        (
+            "X-ClickHouse headers + URL user=default",
+            {
+                "sql": mark,
+                "path": b,
+                "headers": {"X-ClickHouse-User": SERVER_USER, "X-ClickHouse-Key": "x"},
+            },
+        ),
+        (
+            "basic wrong + X-ClickHouse-User default",
+            {"sql": mark, "auth": wrong, "headers": {"X-ClickHouse-User": "default"}},
+        ),
+        ("path /play", {"sql": None, "method": "GET", "path": "/play"}),
+        ("path /dashboard", {"sql": None, "method": "GET", "path": "/dashboard"}),
+        ("path /replicas_status", {"sql": None, "method": "GET", "path": "/replicas_status"}),
+        ("OPTIONS", {"sql": None, "method": "OPTIONS"}),
+    ]
+
+
 def test_requests_without_the_password_are_refused(store: Store, store_server) -> None:
     port, pw = store_server.port, store_server.password
     table = f"{store.database}.backfill_checkpoint"
+    for name, kwargs in _bypass_attempts(pw):
+        code, body = _http(port, **kwargs)
+        assert code == 403 and "AUTHENTICATION_FAILED" in body, (name, code, body)
+        assert "ran as" not in body and pw not in body, (name, body)
+    # Still serving (no attempt stopped the listener or killed the hold), to the password only:
+    # basic auth and the X-ClickHouse headers.
     assert _http(port, "SELECT currentUser()", auth=f"{SERVER_USER}:{pw}") == (200, "backfill\n")
-    for auth in (None, "default:", "default:x", f"{SERVER_USER}:", f"{SERVER_USER}:wrong"):
-        code, body = _http(port, f"SELECT count() FROM {table}", auth=auth)
-        assert code in (401, 403, 516) or "AUTHENTICATION_FAILED" in body, (auth, code, body)
-        assert code != 200, (auth, body)
-    # A user named in URL parameters overrides basic auth in ClickHouse: `default` (which
-    # LocalServer needs) may run no query that reads anything.
-    for path in ("/?user=default", "/?us%65r=default"):
-        code, body = _http(
-            port, f"SELECT count() FROM {table}", auth=f"{SERVER_USER}:{pw}", path=path
-        )
-        assert code != 200 and "ACCESS_DENIED" in body, (path, code, body)
+    keyed = {"X-ClickHouse-User": SERVER_USER, "X-ClickHouse-Key": pw}
+    assert _http(port, f"SELECT count() FROM {table}", headers=keyed)[0] == 200
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=10) as resp:
         assert resp.read() == b"Ok.\n"
     bad = Store(store_server.url, store.database, SERVER_USER, "wrong-" + pw)
     with pytest.raises(StoreError) as err:
         bad.query("SELECT 1")
-    assert pw not in str(err.value)
+    assert pw not in str(err.value) and "refused user 'backfill'" in str(err.value)
     bad.close()
 
 
@@ -207,7 +287,12 @@ def test_listens_on_loopback_only_with_a_private_password(store_server) -> None:
             if state == "0A" and local.endswith(":" + port_hex):
                 binds.append(local.split(":")[0])
     assert binds == ["0100007F"], binds
-    assert store_server.password not in (store_server.data_dir / LOG_FILE).read_text()
+    # The password (in config.xml for the HTTP handlers) is in no log, neither as it is nor as
+    # the basic-auth token.
+    log = (store_server.data_dir / LOG_FILE).read_text()
+    token = base64.b64encode(f"{SERVER_USER}:{store_server.password}".encode()).decode()
+    assert token in (store_server.data_dir / "config.xml").read_text()
+    assert store_server.password not in log and token not in log
 
 
 # ---- life cycle: servers of their own ---------------------------------------------------------

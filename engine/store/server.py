@@ -6,9 +6,10 @@ the data dir, beside ClickHouse's own:
 
 - `config.xml`, `users.xml`: written on every start (port, loopback only, users).
 - `server-password` (0600): generated on first start, never printed. Clients log in as
-  SERVER_USER with it. `default` (which LocalServer itself must use, with no password) has no
-  rights beyond starting the listener, and the HTTP handlers refuse any request that does not log
-  in as SERVER_USER (so no request ever runs as `default`).
+  SERVER_USER with it. The HTTP handlers (config.xml) refuse, before any login, every request
+  that does not carry it exactly (basic auth or X-ClickHouse-User/Key), so nobody without the
+  password reaches `default` (which LocalServer itself must use, with no password, and which has
+  no rights beyond starting the listener) or anything else.
 - `server.json`: port and pid of the running server, so other programs (another console,
   `backfill-console sql`, hard-gate, rebuild, curl) find it.
 - `server.log`: the server process's output; `server.lock`: held while a server is being started.
@@ -105,13 +106,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# The HTTP handlers: a request reaches the query handler only when it logs in as SERVER_USER
-# (basic auth, as clickhouse-connect and `curl -u` do, or X-ClickHouse-User); credentials in URL
-# parameters are refused outright (`?user=default` would otherwise override basic auth).
-# "YmFja2ZpbGw6" is base64 of "backfill:" (9 bytes, so the prefix does not depend on the password).
-def config_xml(port: int) -> str:
-    prefix = base64.b64encode(f"{SERVER_USER}:".encode()).decode()
-    assert len(SERVER_USER) % 3 == 2, "the base64 prefix must not depend on the password"
+# The HTTP handlers are the gate: a request reaches the query handler only when it carries the
+# whole credential, exactly (basic auth `backfill:<password>`, as clickhouse-connect and `curl -u`
+# send it, or the X-ClickHouse-User/Key headers); everything else gets a static 403 and runs
+# nothing. ClickHouse's own login comes after the gate and cannot be the gate: with basic auth it
+# lets `?user=default` in the query string win, and handler rules cannot see the query string,
+# while `default` must keep an empty password (LocalServer logs its own first query in with it).
+# So the password is in config.xml (0600, like the password file), not only its hash in users.xml.
+REFUSED_TEXT = (
+    f"Code: 516. DB::Exception: Authentication failed: log in as user {SERVER_USER} with the "
+    f"password in the store data directory's {PASSWORD_FILE} file (basic auth, or the "
+    "X-ClickHouse-User and X-ClickHouse-Key headers). (AUTHENTICATION_FAILED)"
+)
+
+
+def config_xml(port: int, password: str) -> str:
+    """The local server's config.xml: loopback, `port`, and the HTTP handlers that gate on
+    `password`."""
+    if not password or not all(c.isascii() and (c.isalnum() or c in "-_") for c in password):
+        raise ServerError(
+            f"the store server's password (file {PASSWORD_FILE}) must be URL-safe base64 text"
+        )
+    token = base64.b64encode(f"{SERVER_USER}:{password}".encode()).decode()
     query = (
         "<handler><type>dynamic_query_handler</type>"
         "<query_param_name>query</query_param_name></handler>"
@@ -119,9 +135,7 @@ def config_xml(port: int) -> str:
     refuse = (
         "<handler><type>static</type><status>403</status>"
         "<content_type>text/plain; charset=UTF-8</content_type>"
-        f"<response_content>Log in as user {SERVER_USER} with the password in the store "
-        f"data directory's {PASSWORD_FILE} file (basic auth or X-ClickHouse-User/Key headers; "
-        "not URL parameters).&#10;</response_content></handler>"
+        f"<response_content>{escape(REFUSED_TEXT)}&#10;</response_content></handler>"
     )
     return f"""<clickhouse>
   <!-- Written by backfill-console on every start of the local store server; edits are lost. -->
@@ -131,10 +145,9 @@ def config_xml(port: int) -> str:
   <!-- On stop, wait this long for clients' open connections (other processes' keep-alives). -->
   <shutdown_wait_unfinished>3</shutdown_wait_unfinished>
   <http_handlers>
-    <rule><full_url>regex:(?i).*[?&amp;](u|%75)(s|%73)(e|%65)(r|%72)=.*</full_url>{refuse}</rule>
-    <rule><full_url>regex:(?i).*[?&amp;]password=.*</full_url>{refuse}</rule>
-    <rule><headers><Authorization>regex:^Basic {prefix}.*</Authorization></headers>{query}</rule>
-    <rule><headers><X-ClickHouse-User>regex:^{SERVER_USER}$</X-ClickHouse-User></headers>{query}</rule>
+    <rule><headers><Authorization>Basic {token}</Authorization></headers>{query}</rule>
+    <rule><headers><X-ClickHouse-User>{SERVER_USER}</X-ClickHouse-User>
+      <X-ClickHouse-Key>{password}</X-ClickHouse-Key></headers>{query}</rule>
     <rule><url>/ping</url><methods>GET,HEAD</methods>
       <handler><type>static</type><response_content>Ok.&#10;</response_content></handler></rule>
     <rule>{refuse}</rule>
@@ -153,7 +166,7 @@ def users_xml(password: str) -> str:
   </profiles>
   <users>
     <!-- LocalServer runs its own first query as `default` with no password: it may only start
-         the listener. The HTTP handlers never let a request run as `default`. -->
+         the listener. The HTTP handlers refuse every request without the password first. -->
     <default>
       <password></password>
       <profile>default</profile>
@@ -349,7 +362,7 @@ def ensure_server(data_dir: Path, port: int = 0, timeout: float = READY_TIMEOUT_
         last = ""
         for _ in range(1 if port else 3):
             p = port or free_port()
-            _write_private(data_dir / "config.xml", config_xml(p))
+            _write_private(data_dir / "config.xml", config_xml(p, password))
             _write_private(data_dir / "users.xml", users_xml(password))
             proc = _spawn(data_dir, p)
             last = _wait_ready(proc, p, data_dir, timeout)
