@@ -193,7 +193,8 @@ def key_display(key: str) -> str:
 
 
 class BackfillApp(App[str]):
-    """Main screen: header, banner, Progress, Workers, Errors | Duplicates, Gates, RPC, Disk."""
+    """Main screen: header, banner, Progress, Workers | Duplicates, Gates, RPC, Disk; Errors
+    under both columns."""
 
     CSS_PATH = "styles.tcss"
     TITLE = "backfill-console"
@@ -246,13 +247,14 @@ class BackfillApp(App[str]):
             with Vertical(id="left"):
                 yield ProgressPanel(id="progress")
                 yield WorkersPanel()
-                yield ErrorsPanel()
                 yield HealthStrip(hints)
             with Vertical(id="right"):
                 yield DuplicatesPanel()
                 yield GatesPanel()
                 yield RpcPanel()
                 yield DiskPanel()
+        # Full width under both columns: an error message is read, not guessed from a cut.
+        yield ErrorsPanel()
         yield ConsoleFooter(compact=True, show_command_palette=False)
 
     def on_resize(self, event: events.Resize) -> None:

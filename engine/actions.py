@@ -169,6 +169,7 @@ def status_dict(st: EngineStatus, busy: list[str]) -> dict[str, Any]:
         "days_failed": st.days_failed,
         "rows_staged": st.rows_staged,
         "rows_refetched": st.rows_refetched,
+        "fetched_unit": st.fetched_unit,
         "rows_per_s": round(st.rows_per_s, 1),
         "eta_s": None if st.eta_s is None else round(st.eta_s),
         "eta_note": st.eta_note,

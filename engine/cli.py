@@ -30,7 +30,7 @@ from pathlib import Path
 
 from engine import cli_flags
 from engine.config import Config, ConfigError, load_config
-from engine.status import EngineState, ExitReason
+from engine.status import EngineState, ExitReason, refetched_words
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -306,9 +306,9 @@ def progress_line(st) -> str:
         for t, n in sorted(st.rows_staged.items())
         if t.endswith("_staging")
     )
-    refetched = sum(getattr(st, "rows_refetched", {}).values())
+    refetched = refetched_words(getattr(st, "rows_refetched", {}))
     if refetched:
-        rows += f" (re-fetched {refetched:,}, kept once)"
+        rows += f" (re-fetched {refetched}, kept once)"
     if st.stalled:
         eta = ""
     elif st.eta_s is None:

@@ -26,7 +26,7 @@ from typing import Any, TypeGuard
 
 from engine import locate
 from engine.masking import mask_secrets
-from engine.status import block_calls_note
+from engine.status import RAW_LOGS, block_calls_note, refetched_words
 
 SOCKET_NAME = "console.sock"
 MAX_REQUEST_BYTES = 1 << 20
@@ -513,25 +513,23 @@ def format_status_text(status_dict: dict, now: float | None = None) -> str:
         header += "\nrows staged " + ", ".join(
             f"{_table_name(t)} {_cell(n)}" for t, n in staged.items()
         )
-        refetched = s.get("rows_refetched") or {}
+        refetched = refetched_words(s.get("rows_refetched") or {})
         if refetched:
-            header += (
-                "; re-fetched "
-                + ", ".join(f"{_table_name(t)} {_cell(n)}" for t, n in refetched.items())
-                + " (kept once)"
-            )
+            header += f"; re-fetched {refetched} (kept once)"
+    # What the workers fetched: rows they decoded, or raw logs the store decodes.
+    fetched = "LOGS" if s.get("fetched_unit") == RAW_LOGS else "ROWS"
     columns = [
         "SHARD",
         "PID",
         "STATE",
         "DAY",
         "HEARTBEAT",
-        "ROWS",
+        fetched,
         "DAYS",
         "RESTARTS",
         "LAST ERROR",
     ]
-    right = {"SHARD", "PID", "DAY", "HEARTBEAT", "ROWS", "DAYS", "RESTARTS"}
+    right = {"SHARD", "PID", "DAY", "HEARTBEAT", fetched, "DAYS", "RESTARTS"}
     # The reason of the latest automatic restart, when any worker has one.
     restarted = any(w.get("last_restart") for w in s.get("workers") or [])
     if restarted:

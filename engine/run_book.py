@@ -22,6 +22,8 @@ import threading
 from collections import defaultdict
 from collections.abc import Mapping
 
+from engine.status import REFETCHED_LOGS_KEY
+
 
 class RunBook:
     """Per-table staged / re-fetched rows and per-shard run totals (thread-safe)."""
@@ -101,7 +103,7 @@ class RunBook:
             for days in self.attempts.values():
                 for tables in days.values():
                     for table, n in tables.items():
-                        if table != "logs":  # raw logs are counted at their checkpoint
+                        if table != REFETCHED_LOGS_KEY:  # raw logs are counted at their checkpoint
                             now[table] += n
             names = set(self.base) | set(self.finished) | set(now)
             return {t: self.base.get(t, 0) + self.finished.get(t, 0) + now.get(t, 0) for t in names}

@@ -28,7 +28,7 @@ from engine.decode import TABLES
 from engine.eta import DayCost, Estimate, EtaEstimator
 from engine.heartbeats import Beat, HeartbeatBook
 from engine.run_book import RunBook
-from engine.status import RunOutcome
+from engine.status import REFETCHED_LOGS_KEY, RunOutcome
 
 #: Worker states whose shard makes no progress: the ETA clock stops, with this reason.
 BLOCKING = ("STALLED", "FATAL")
@@ -87,7 +87,7 @@ class RunView:
         self.book.rows(shard, pid, day, table_of(kind), n)
 
     def on_logs(self, shard: int, pid: int | None, day: int, n: int) -> None:
-        self.book.rows(shard, pid, day, "logs", n)
+        self.book.rows(shard, pid, day, REFETCHED_LOGS_KEY, n)
 
     def on_day_done(self, shard: int, pid: int | None, day: int, cost: DayCost) -> None:
         self.book.day_done(shard, pid, day)

@@ -49,6 +49,7 @@ from engine.run_view import RunView
 from engine.stall import stall_reason
 from engine.status import (
     DONE,
+    RAW_LOGS,
     ActionResult,
     DiskReport,
     DuplicateCheck,
@@ -735,6 +736,7 @@ class Engine:
             stalled=stalled,
             disk_full=self.disk_full,
             rows_refetched=refetched,
+            fetched_unit=RAW_LOGS if getattr(self.store, "decodes_raw_logs", True) else "rows",
             eta_note=f"none: {stalled}" if stalled else eta.note,
             config_shards=self.cfg.backfill.shards,
             finished_at=self.view.finished_at,

@@ -102,12 +102,32 @@ class WorkerStatus:
     block_to: int | None = None
     phase: Phase | str = ""  # "" before the first heartbeat
     heartbeat_age_s: float | None = None
+    #: What it fetched this run, in EngineStatus.fetched_unit: decoded rows, or raw logs.
     rows: int = 0
     days_done: int = 0
     days_planned: int = 0
     restarts: int = 0
     last_error: str = ""
     last_restart: str = ""  # why the latest automatic restart happened
+
+
+#: EngineStatus.fetched_unit when workers send raw eth_getLogs logs for the store to decode: the
+#: Workers panel's count and the re-fetched figure are logs then, not rows (one TransferBatch log
+#: becomes a row per token id; an ERC721-shaped Transfer none).
+RAW_LOGS = "logs"
+#: The key of RunBook's re-fetched figure for raw logs (the others are staging table names).
+REFETCHED_LOGS_KEY = "logs"
+
+
+def refetched_words(refetched: dict[str, int]) -> str:
+    """'2,423,325 rows', '81,200 raw logs', both joined by ' + ', or '' when nothing was
+    re-fetched: what attempts interrupted by a restart or scale had fetched, in its own unit."""
+    logs = refetched.get(REFETCHED_LOGS_KEY, 0)
+    rows = sum(n for t, n in refetched.items() if t != REFETCHED_LOGS_KEY)
+    parts = [f"{rows:,} rows"] if rows else []
+    if logs:
+        parts.append(f"{logs:,} raw logs")
+    return " + ".join(parts)
 
 
 #: Share of provider calls spent on eth_getBlockByNumber above which the RPC panel and `ctl
@@ -251,6 +271,9 @@ class EngineStatus:
     # Rows received again after a restart or scale (the store keeps them once: staged rows
     # above are what SQL counts; these are extra work, not extra rows).
     rows_refetched: dict[str, int] = field(default_factory=dict)
+    #: What WorkerStatus.rows and the "logs" key of rows_refetched count: "rows" (workers
+    #: decode) or RAW_LOGS (workers send raw logs, the store decodes them into rows).
+    fetched_unit: str = "rows"
     eta_note: str = ""  # why there is no ETA ("paused", "stalled: shard 3", "calculating")
     config_shards: int = 0  # backfill.shards of the config (a rerun goes back to it); 0 unknown
     finished_at: float | None = None  # unix time the run ended: elapsed stops there

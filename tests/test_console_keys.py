@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from rich.text import Text
 
 from console.app import ACTION_SPECS, GATE_TEXT, BackfillApp, _new_messages
 from console.screens.confirm import ConfirmScreen
@@ -536,3 +537,27 @@ async def test_workers_columns_widen_when_their_text_grows():
         text = panel_text(app, "#workers")
     assert "100/131" in text and "10/131" in text
     assert " 100 " in text  # the day column too
+
+
+def test_worker_notes_fit_their_lines_errors_whole_first() -> None:
+    """Notes wrap whole while lines last; a note that cannot is cut on its last line with an
+    ellipsis, each later note keeps a line; more notes than lines end in '+N more'."""
+    from console.widgets.workers import fit_notes
+
+    long = Text("7 exited 1 five times in 600s: ConnectionRefusedError to https://x.example/***")
+    short = Text("5 finding blocks")
+    assert [t.plain for t in fit_notes([long, short], 40, 4)] == [
+        "7 exited 1 five times in 600s:",
+        "ConnectionRefusedError to",
+        "https://x.example/***",
+        "5 finding blocks",
+    ]
+    cut = [t.plain for t in fit_notes([long, short], 40, 3)]
+    assert cut[0] == "7 exited 1 five times in 600s:"
+    assert cut[1].endswith("…") and len(cut[1]) <= 40
+    assert cut[2] == "5 finding blocks"
+    three = [long, short, Text("2 waiting for final blocks")]
+    assert [t.plain for t in fit_notes(three, 40, 2)][1] == (
+        "+2 more: ctl status lists every worker"
+    )
+    assert fit_notes([], 40, 3) == []

@@ -20,6 +20,7 @@ from tests.support.fake_engine import (
     end_status,
     failing_gate_status,
     fatal_status,
+    long_values_disk,
     long_values_status,
     sample_grid,
     sample_status,
@@ -104,7 +105,9 @@ def test_rpc_two_keys_at_one_provider(snap_compare):
 @pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
 def test_ten_workers_with_long_values(snap_compare, size):
     """Every worker row, the notes, the header and the rows lines fit (nothing important cut)."""
-    engine = FakeEngine(status=long_values_status(), grid=sample_grid(shards=10))
+    engine = FakeEngine(
+        status=long_values_status(), grid=sample_grid(shards=10), disk=long_values_disk()
+    )
     assert snap_compare(make_app(engine), terminal_size=size, run_before=settle)
 
 

@@ -342,7 +342,7 @@ def test_format_status_text() -> None:
     assert text == (
         "state RUNNING   shards 3 (config 2: a rerun uses it)   days 12/48 COMPLETE (25.0%)"
         "   ETA none: shard 1 stalled\n"
-        "rows staged erc20 1,234,572, resolutions 3; re-fetched erc20 17 (kept once)\n"
+        "rows staged erc20 1,234,572, resolutions 3; re-fetched 17 rows (kept once)\n"
         "\n"
         "SHARD   PID  STATE    DAY  HEARTBEAT       ROWS  DAYS  RESTARTS  LAST ERROR\n"
         "    0  4242  RUNNING   12         3s  1,234,567  4/16         0  -\n"
@@ -350,6 +350,23 @@ def test_format_status_text() -> None:
         "rpc_429: too many requests\n"
         "   10    77  DONE      47      2h02m          5     -         0  -\n"
     )
+
+
+def test_format_status_text_counts_raw_logs_as_logs() -> None:
+    """Workers sending raw logs: the column and the re-fetched figure say logs, not rows."""
+    status = {
+        "state": "RUNNING",
+        "shards": 1,
+        "days_complete": 1,
+        "days_total": 2,
+        "rows_staged": {"erc1155_transfers_staging": 3225},
+        "rows_refetched": {"logs": 1620},
+        "fetched_unit": "logs",
+        "workers": [{"shard": 0, "pid": 9, "state": "RUNNING", "day": 1, "rows": 1620}],
+    }
+    lines = format_status_text(status).splitlines()
+    assert lines[1] == "rows staged erc1155 3,225; re-fetched 1,620 raw logs (kept once)"
+    assert lines[3].split()[:7] == ["SHARD", "PID", "STATE", "DAY", "HEARTBEAT", "LOGS", "DAYS"]
 
 
 def test_format_status_text_without_workers_or_keys() -> None:

@@ -4,8 +4,11 @@ tests."""
 
 from __future__ import annotations
 
+import pytest
+
 from engine.heartbeats import GONE, Beat, HeartbeatBook, stamp
 from engine.run_book import RunBook
+from engine.status import refetched_words
 
 E20 = "erc20_transfers_staging"
 E1155 = "erc1155_transfers_staging"
@@ -92,3 +95,18 @@ def test_a_failed_write_is_written_again() -> None:
     rows = book.take()
     book.put_back(rows)
     assert book.take() == rows
+
+
+@pytest.mark.parametrize(
+    ("refetched", "words"),
+    [
+        ({}, ""),
+        ({E20: 17}, "17 rows"),
+        ({E20: 2_000, E1155: 423_325}, "425,325 rows"),
+        ({"logs": 81_200}, "81,200 raw logs"),
+        ({"logs": 5, E20: 3}, "3 rows + 5 raw logs"),
+    ],
+)
+def test_refetched_words_name_their_unit(refetched: dict[str, int], words: str) -> None:
+    """Re-fetched raw logs are never called rows (one TransferBatch log is many rows)."""
+    assert refetched_words(refetched) == words

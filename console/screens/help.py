@@ -41,7 +41,7 @@ PANEL_COLUMNS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("staged", "rows per table as SQL counts them (distinct keys)"),
             (
                 "re-fetched",
-                "rows received again after a restart or scale; the store keeps them once",
+                "rows (or raw logs) fetched again after a restart or scale; the store keeps one",
             ),
             ("grid", "one cell per day (or several): done, running, failed, todo"),
         ),

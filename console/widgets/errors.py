@@ -112,7 +112,8 @@ class ErrorsPanel(Panel):
         table.add_column("count", justify="right", no_wrap=True)
         table.add_column("last", justify="right", no_wrap=True)
         table.add_column("per shard", no_wrap=True, overflow="ellipsis", max_width=24)
-        table.add_column("last message", no_wrap=True, overflow="ellipsis", ratio=1)
+        # The message wraps (the panel is full width): an error is read whole, not guessed.
+        table.add_column("last message", overflow="fold", ratio=1)
         for k in kinds:
             table.add_row(
                 k.kind,

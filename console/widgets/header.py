@@ -150,7 +150,7 @@ class Banner(DataView, Static):
                     )
                 )
             elif state == EngineState.COMPLETE:
-                lines.append(complete_line(st))
+                lines += complete_lines(st, self.app.size.width)
             elif state == EngineState.ABORTING:
                 lines.append(
                     Text(
@@ -207,8 +207,22 @@ class Banner(DataView, Static):
         update_if_changed(self, Text("\n").join(lines) if lines else "")
 
 
+def complete_lines(st: EngineStatus, width: int) -> list[Text]:
+    """The end screen's banner: all staged, and what the rebuild did (snapshot or gate). The
+    snapshot's path goes on a line of its own when it does not fit beside (elided from the left
+    when even that is too narrow: its file name is what tells snapshots apart)."""
+    t = complete_line(st)
+    o = st.outcome
+    if width <= 0 or t.cell_len <= width or o is None or o.phase != "swapped" or not o.snapshot:
+        return [t]
+    t = complete_line(replace(st, outcome=replace(o, snapshot="")))
+    path = Text(" snapshot ", style=MUTED, no_wrap=True, overflow="ellipsis")
+    path.append(fmt.elide_path(o.snapshot, width - path.cell_len))
+    return [t, path]
+
+
 def complete_line(st: EngineStatus) -> Text:
-    """The end screen's banner: all staged, and what the rebuild did (snapshot or gate)."""
+    """The end screen's banner on one line: all staged, and what the rebuild did."""
     t = Text(no_wrap=True, overflow="ellipsis")
     t.append(f" COMPLETE: all {st.days_total:,} days staged ", style="bold black on green")
     o = st.outcome

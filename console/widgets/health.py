@@ -20,9 +20,10 @@ from console.widgets.base import (
     WARN,
     Panel,
     error_text,
+    pack,
     update_if_changed,
 )
-from engine.status import block_calls_note
+from engine.status import RpcHealth, block_calls_note
 
 DUPLICATES_EVERY_S = 15.0
 DISK_EVERY_S = 10.0
@@ -161,6 +162,45 @@ def _url_cell(label: str) -> Text:
     return text
 
 
+#: The RPC panel's figure columns, after the URL.
+RPC_COLUMNS = ("req/s", "429", "p50", "p95", "range", "state")
+
+
+def rpc_figures(h: RpcHealth, now: float) -> list[Text]:
+    """One URL's figures, in RPC_COLUMNS order."""
+    cooling = h.cooling_until is not None and h.cooling_until > now
+    state = (
+        Text(f"cool {fmt.age(h.cooling_until - now)}", style=WARN)
+        if cooling and h.cooling_until is not None
+        else Text("ok", style=OK)
+    )
+    return [
+        Text(f"{h.calls_per_s:.1f}"),
+        Text(fmt.num(h.http_429), style=WARN if h.http_429 else MUTED),
+        Text("-" if h.p50_ms is None else f"{h.p50_ms:.0f}"),
+        Text("-" if h.p95_ms is None else f"{h.p95_ms:.0f}"),
+        Text(fmt.short(h.current_range)),
+        state,
+    ]
+
+
+def _figures_line(cells: list[Text], widths: list[int], width: int) -> Text:
+    """Cells right-aligned in their columns (the last, state, left-aligned), flush right."""
+    line = Text(no_wrap=True, overflow="ellipsis")
+    for i, (cell, w) in enumerate(zip(cells, widths, strict=True)):
+        pad = " " * (w - cell.cell_len)
+        line.append(" ")
+        if i == len(cells) - 1:
+            line.append_text(cell)
+            line.append(pad)
+        else:
+            line.append(pad)
+            line.append_text(cell)
+    out = Text(" " * max(0, width - line.cell_len), no_wrap=True, overflow="ellipsis")
+    out.append_text(line)
+    return out
+
+
 class RpcPanel(_BodyPanel):
     """Per URL (masked): requests/s, 429s, p50/p95 latency, current block range, cooling down."""
 
@@ -182,33 +222,29 @@ class RpcPanel(_BodyPanel):
         if block_calls_note(blocks, billed):
             # Logs without blockTimestamp: a timestamp call per block with logs.
             self.border_subtitle = f"block calls {blocks / billed:.0%} of calls · no blockTimestamp"
-        # One space between columns (not two): seven columns fit the 52-cell right-hand column
-        # with room left for the URL.
-        t = Table(box=None, expand=True, pad_edge=False, padding=(0, 1, 0, 0), show_edge=False)
-        t.add_column("url", no_wrap=True, overflow="ellipsis", ratio=1, min_width=12)
-        t.add_column("req/s", justify="right", no_wrap=True)
-        t.add_column("429", justify="right", no_wrap=True)
-        t.add_column("p50", justify="right", no_wrap=True)
-        t.add_column("p95", justify="right", no_wrap=True)
-        t.add_column("range", justify="right", no_wrap=True)
-        t.add_column("state", no_wrap=True)
-        for h in st.rpc:
-            cooling = h.cooling_until is not None and h.cooling_until > st.now
-            state = (
-                Text(f"cool {fmt.age(h.cooling_until - st.now)}", style=WARN)
-                if cooling and h.cooling_until is not None
-                else Text("ok", style=OK)
-            )
-            t.add_row(
-                _url_cell(h.url),
-                f"{h.calls_per_s:.1f}",
-                Text(fmt.num(h.http_429), style=WARN if h.http_429 else MUTED),
-                "-" if h.p50_ms is None else f"{h.p50_ms:.0f}",
-                "-" if h.p95_ms is None else f"{h.p95_ms:.0f}",
-                fmt.short(h.current_range),
-                state,
-            )
-        self.body(t)
+        rows = [(_url_cell(h.url), rpc_figures(h, st.now)) for h in st.rpc]
+        # Each figure column as wide as its widest cell, one space before each.
+        widths = [
+            max(len(name), *(cells[i].cell_len for _, cells in rows))
+            for i, name in enumerate(RPC_COLUMNS)
+        ]
+        figures = sum(widths) + len(widths)
+        width = self.content_size.width or max(20, self.size.width - 4)
+        if max(url.cell_len for url, _ in rows) <= width - figures:
+            t = Table(box=None, expand=True, pad_edge=False, padding=(0, 1, 0, 0), show_edge=False)
+            t.add_column("url", no_wrap=True, overflow="ellipsis", ratio=1)
+            for name in RPC_COLUMNS:
+                t.add_column(name, justify="left" if name == "state" else "right", no_wrap=True)
+            for url, cells in rows:
+                t.add_row(url, *cells)
+            self.body(t)
+            return
+        # A URL longer than its column: each URL whole on a line of its own (masked), its
+        # figures on the next line under the column names.
+        lines = [_figures_line([Text(n, style="bold") for n in RPC_COLUMNS], widths, width)]
+        for url, cells in rows:
+            lines += [url, _figures_line(cells, widths, width)]
+        self.body(Text("\n").join(lines))
 
 
 class DiskPanel(_BodyPanel):
@@ -257,8 +293,11 @@ class DiskPanel(_BodyPanel):
             free.append(fmt.size(rep.free_bytes), style=style)
             if rep.total_bytes:
                 free.append(f" of {fmt.size(rep.total_bytes)} ({100 * (share or 0):.0f}%)")
-        free.append(f" · ours {fmt.size(sum(u.bytes_on_disk for u in rep.tables))}", style=MUTED)
-        parts.insert(0, free)
+        ours = Text("ours ", style=MUTED)
+        ours.append(fmt.size(sum(u.bytes_on_disk for u in rep.tables)), style="bold")
+        # Our size goes to a line of its own rather than being cut when both do not fit.
+        width = self.content_size.width or max(20, self.size.width - 4)
+        parts.insert(0, pack([free, ours], width, sep=" · "))
         t = _table()
         t.add_column("table", no_wrap=True, overflow="ellipsis", ratio=1)
         t.add_column("rows", justify="right", no_wrap=True)

@@ -30,6 +30,7 @@ from engine.status import (
     DAY_RUNNING,
     EngineState,
     EngineStatus,
+    refetched_words,
 )
 
 PARTIAL = "partial"  # a cell of several days, some COMPLETE and some not
@@ -203,11 +204,10 @@ class ProgressPanel(Panel):
             t.append(f"{fmt.table_name(name)} ", style=MUTED)
             t.append(fmt.num(st.rows_staged[name]), style="bold")
             cells.append(t)
-        refetched = sum(st.rows_refetched.values())
+        refetched = refetched_words(st.rows_refetched)
         if refetched:
             t = Text()
-            t.append("re-fetched ", style=WARN)
-            t.append(fmt.num(refetched), style=WARN)
+            t.append(f"re-fetched {refetched}", style=WARN)
             t.append(" (kept once)", style=MUTED)
             cells.append(t)
         update_if_changed(self.query_one("#p-rows", Static), pack(cells, width))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 
+from rich.console import Console
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.coordinate import Coordinate
@@ -12,7 +14,7 @@ from textual.widgets import DataTable, Static
 from console import fmt
 from console.data import STATUS, ConsoleData
 from console.widgets.base import BAD, MUTED, OK, STATE_STYLES, WARN, Panel, update_if_changed
-from engine.status import Phase, WorkerStatus
+from engine.status import RAW_LOGS, Phase, WorkerState, WorkerStatus
 
 COLUMNS = (
     ("shard", "#"),
@@ -31,7 +33,8 @@ COLUMN_HELP = (
     ("pid", "the worker's process id (- when no process runs)"),
     ("day", "the day it fetches now"),
     ("heartbeat", "time since its last heartbeat (green < 60 s, yellow, red past the stall limit)"),
-    ("rows", "rows it received this run, over all its processes (re-fetched ones included)"),
+    ("logs", "raw logs it fetched this run (re-fetched too); one TransferBatch log = a row per id"),
+    ("rows", "(when workers decode) rows it received this run, re-fetched ones included"),
     ("days", "days it finished this run / days it had to do when the run started"),
     ("restarts", "its restarts this run (by the supervisor, r/R, and scales)"),
     (
@@ -41,6 +44,8 @@ COLUMN_HELP = (
 )
 #: Notes under the table: at most this many lines (one per worker with something to say).
 MAX_NOTES = 3
+#: ... and at most this many lines when the panel has room for them under the table.
+MAX_NOTES_TALL = 10
 QUIET_PHASES = ("", Phase.FETCH)
 # What a worker's phase (from its heartbeat) means, in the operator's words.
 PHASE_LABELS: dict[str, str] = {
@@ -92,19 +97,48 @@ def worker_note(w: WorkerStatus) -> Text | None:
     return t
 
 
+def wrap_note(note: Text, width: int) -> list[Text]:
+    """The note wrapped at `width`, one Text per line."""
+    one = note.copy()
+    one.no_wrap = False
+    lines = list(one.wrap(Console(width=width, file=io.StringIO()), width))
+    for line in lines:
+        line.rstrip()
+        line.no_wrap = True
+    return lines or [Text("")]
+
+
 def fit_notes(notes: list[Text], width: int, lines: int) -> list[Text]:
-    """Notes within `lines` lines of `width`: a single note wraps onto them; several take one
-    line each (cut with an ellipsis), the overflow becoming '+N more' (ctl status lists all)."""
+    """The notes as at most `lines` lines of `width`: each note wrapped whole while the lines
+    last (earlier notes first: errors come first), a note that does not fit whole cut with an
+    ellipsis on its last line, one line kept for each later note. More notes than lines: one
+    line each and '+N more' (ctl status lists all)."""
     if not notes or lines <= 0:
         return []
-    if len(notes) == 1 and lines > 1:
-        one = notes[0].copy()
-        one.no_wrap = False
-        return [one]
-    if len(notes) <= lines or lines == 1:
+    if width <= 0:
         return notes[:lines]
-    more = len(notes) - (lines - 1)
-    return [*notes[: lines - 1], Text(f"+{more} more: ctl status lists every worker", style=MUTED)]
+    if len(notes) > lines:
+        if lines == 1:
+            return notes[:1]
+        more = len(notes) - (lines - 1)
+        return [
+            *notes[: lines - 1],
+            Text(f"+{more} more: ctl status lists every worker", style=MUTED),
+        ]
+    out: list[Text] = []
+    left = lines
+    for i, note in enumerate(notes):
+        room = left - (len(notes) - i - 1)  # the later notes keep a line each
+        wrapped = wrap_note(note, width)
+        if len(wrapped) > room:
+            wrapped = wrapped[:room]
+            last = wrapped[-1]
+            last.truncate(max(0, width - 1))
+            last.rstrip()
+            last.append("…", style=MUTED)
+        out += wrapped
+        left -= len(wrapped)
+    return out
 
 
 def worker_cells(w: WorkerStatus, stall_after_s: float) -> dict[str, object]:
@@ -128,7 +162,8 @@ def worker_cells(w: WorkerStatus, stall_after_s: float) -> dict[str, object]:
 
 
 class WorkersPanel(Panel):
-    """Shard, state (coloured), pid, day, heartbeat age, rows, days, restarts; under the table,
+    """Shard, state (coloured), pid, day, heartbeat age, logs (or rows) fetched, days, restarts;
+    under the table,
     one note per worker that is not plainly fetching or has an error (full width, so the text is
     read, not guessed from a clipped column)."""
 
@@ -138,19 +173,47 @@ class WorkersPanel(Panel):
     def __init__(self) -> None:
         super().__init__(id="workers")
         self._cells: dict[int, dict[str, object]] = {}
+        self._unit = RAW_LOGS  # what the "rows" column counts (EngineStatus.fetched_unit)
 
     def compose(self) -> ComposeResult:
         table: DataTable[object] = DataTable(
             id="workers-table", cursor_type="row", zebra_stripes=False
         )
-        for key, label in COLUMNS:
-            table.add_column(label, key=key)
+        self._add_columns(table)
         yield table
         yield Static("", id="workers-notes")
+
+    def _add_columns(self, table: DataTable[object]) -> None:
+        for key, label in COLUMNS:
+            table.add_column(self._unit if key == "rows" else label, key=key)
+
+    def _set_unit(self, unit: str) -> None:
+        """Label the fetched-count column with what it counts: raw logs or rows."""
+        if unit == self._unit:
+            return
+        self._unit = unit
+        table = self.table
+        table.clear(columns=True)
+        self._cells.clear()
+        self._add_columns(table)
 
     @property
     def table(self) -> DataTable[object]:
         return self.query_one("#workers-table", DataTable)
+
+    def on_resize(self) -> None:
+        """The notes' lines depend on the panel's height: fit them again."""
+        data = getattr(self.app, "data", None)
+        if isinstance(data, ConsoleData) and data.status is not None:
+            self.show(data, data.status.now)
+
+    def _notes_budget(self, workers: int) -> int:
+        """Lines for the notes: one on short terminals, else at least MAX_NOTES and whatever
+        the panel has left under a table showing every worker."""
+        if self.app.size.height < 32:
+            return 1
+        free = self.content_size.height - (workers + 1)  # the table: a header and the rows
+        return max(MAX_NOTES, min(MAX_NOTES_TALL, free))
 
     def selected_shard(self) -> int | None:
         """The shard of the row under the cursor, if any."""
@@ -165,6 +228,7 @@ class WorkersPanel(Panel):
         st = data.status
         if st is None:
             return
+        self._set_unit(st.fetched_unit)
         table = self.table
         seen: set[int] = set()
         added = False
@@ -188,15 +252,18 @@ class WorkersPanel(Panel):
             del self._cells[shard]
         if added:
             table.sort("shard")
-        # Errors first (they need reading), then the other phases, in shard order.
-        ordered = sorted(st.workers, key=lambda w: (not w.last_error, w.shard))
+        # FATAL first, then errors (they need reading), then the other phases, in shard order.
+        ordered = sorted(
+            st.workers, key=lambda w: (w.state != WorkerState.FATAL, not w.last_error, w.shard)
+        )
         notes = [n for w in ordered if (n := worker_note(w)) is not None]
         box = self.query_one("#workers-notes", Static)
-        budget = 1 if self.app.size.height < 32 else MAX_NOTES
-        shown = fit_notes(notes, box.content_size.width or self.app.size.width - 4, budget)
+        budget = self._notes_budget(len(st.workers))
+        box.styles.max_height = budget
+        width = box.content_size.width or self.content_size.width or self.app.size.width - 4
+        shown = fit_notes(notes, width, budget)
         box.set_class(bool(shown), "-show")
-        box.set_class(len(shown) == 1, "-wrap")
-        text = Text("\n", no_wrap=len(shown) > 1, overflow="ellipsis").join(shown)
+        text = Text("\n", no_wrap=True, overflow="ellipsis").join(shown)
         update_if_changed(box, text if shown else "")
         counts: Counter[str] = Counter(w.state for w in st.workers)
         # Alarming states first, so a narrow title never cuts them off.

@@ -20,6 +20,7 @@ from engine.status import (
     DAY_RUNNING,
     DONE,
     FATAL,
+    RAW_LOGS,
     RUNNING,
     STALLED,
     ActionResult,
@@ -149,6 +150,7 @@ def sample_status(**changes: Any) -> EngineStatus:
         ],
         gates=[],
         messages=[],
+        fetched_unit=RAW_LOGS,  # workers send raw logs, the store decodes them (the product)
     )
     return replace(st, **changes)
 
@@ -221,9 +223,72 @@ def long_values_status() -> EngineStatus:
         store="embedded /srv/backfill/production-polymarket-2026/data/clickhouse",
         workers=workers,
         days_in_progress=10,
-        rows_refetched={"erc20_transfers_staging": 2_423_108, "erc1155_transfers_staging": 217},
+        rows_refetched={"logs": 2_423_325},
         eta_s=None,
         eta_note="calculating (2/10 shards)",
+        rpc=[
+            RpcHealth(
+                url="https://polygon-mainnet.infura.example/v3/***",
+                calls=1_288_120,
+                calls_per_s=12.4,
+                http_429=1_031,
+                p50_ms=188.0,
+                p95_ms=2_412.0,
+                current_range=400,
+                cooling_until=None,
+            ),
+            RpcHealth(
+                url="https://polygon-rpc.ankr.example/polygon/***",
+                calls=940_551,
+                calls_per_s=3.1,
+                http_429=21_212,
+                p50_ms=140.0,
+                p95_ms=11_290.0,
+                current_range=100,
+                cooling_until=NOW + 614,
+            ),
+        ],
+        errors=[
+            ErrorGroup(
+                "range_failed",
+                3,
+                NOW - 40,
+                "blocks [48211905, 48213904] could not be fetched (http_5xx): 502 Bad Gateway "
+                "from https://polygon-mainnet.infura.example/v3/*** after 6 attempts",
+                4,
+            ),
+            ErrorGroup(
+                "rpc_429",
+                21_212,
+                NOW - 12,
+                "429 Too Many Requests from https://polygon-rpc.ankr.example/polygon/*** "
+                "(retry after 2s)",
+                5,
+            ),
+            ErrorGroup(
+                "timeout",
+                40,
+                NOW - 300,
+                "read timeout after 30s from https://rpc.ankr.example/***",
+                7,
+            ),
+        ],
+    )
+
+
+def long_values_disk() -> DiskReport:
+    """A big disk nearly a third full and our tables in the hundreds of GiB, with a scratch
+    table of the duplicate check (the longest names the Disk panel lists)."""
+    return DiskReport(
+        tables=[
+            DiskUsage("erc20_transfers_staging", 1_482_211_905, 412 * 1024**3, 341),
+            DiskUsage("erc1155_transfers_staging", 617_402_118, 171 * 1024**3, 223),
+            DiskUsage("duplicate_check_keys_63ab9f01", 1_999_614_023, 31 * 1024**3, 12),
+            DiskUsage("backfill_checkpoint", 612, 40_960, 3),
+            DiskUsage("worker_heartbeats", 12, 8_192, 2),
+        ],
+        free_bytes=1_228 * 1024**3,
+        total_bytes=3_584 * 1024**3,
     )
 
 
