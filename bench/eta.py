@@ -20,6 +20,9 @@ estimator of this checkout, tick by tick, and prints the same errors, in a secon
 `--baseline REV` also to engine/eta.py of git revision REV (its older interface: days counted,
 pooled shard-seconds), so both are measured on the same runs.
 
+bench/traces/ holds one recorded run per scenario (this machine, loaded), so
+`bench/eta.py --replay bench/traces --baseline REV` compares two estimators in a second.
+
 Loopback only; a run is stopped as soon as its last day is COMPLETE (no rebuild is timed).
 """
 
@@ -233,7 +236,7 @@ def table(title: str, results: dict[str, dict]) -> tuple[float, int]:
     """Print one table of errors; (worst |error|, points without an estimate)."""
     print(f"-- {title}")
     print(
-        f"{'scenario':<12} {'run s':>6}  "
+        f"{'scenario':<20} {'run s':>6}  "
         + "  ".join(f"{int(p * 100):>3}%: err (left s)" for p in POINTS)
     )
     worst = 0.0
@@ -252,7 +255,7 @@ def table(title: str, results: dict[str, dict]) -> tuple[float, int]:
                 worst = max(worst, abs(got[0]))
                 cells.append(f"{got[0] * 100:>+9.0f}% ({got[1]:>4.0f})")
         dur = res["duration_s"]
-        print(f"{name:<12} {dur if dur is not None else float('nan'):>6.0f}  " + "  ".join(cells))
+        print(f"{name:<20} {dur if dur is not None else float('nan'):>6.0f}  " + "  ".join(cells))
     ok = worst <= TARGET and missed == 0
     print(
         f"worst |error| {worst * 100:.0f}% (target <= {TARGET * 100:.0f}% from 10% on); "
@@ -271,7 +274,11 @@ def trace_files(args: Iterable[str]) -> list[Path]:
 
 
 def replay_tables(paths: list[Path], baseline: str | None) -> None:
-    traces = {p.stem: read_trace(p) for p in paths}
+    stems = [p.stem for p in paths]
+    traces = {
+        (p.stem if stems.count(p.stem) == 1 else f"{p.parent.name}/{p.stem}"): read_trace(p)
+        for p in paths
+    }
     mods = [("replay: this checkout's engine/eta.py", load_estimator(None))]
     if baseline:
         mods.append((f"replay: engine/eta.py at {baseline}", load_estimator(baseline)))
