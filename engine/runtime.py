@@ -26,7 +26,7 @@ from engine.config import Config
 from engine.constants import check_topics
 from engine.control import ControlServer, socket_path_for
 from engine.decode import TABLES
-from engine.eta import DayCost
+from engine.eta import DayCost, Estimate
 from engine.masking import mask_url
 from engine.progress import Progress
 from engine.protocol import (
@@ -707,6 +707,8 @@ class Engine:
             state = EngineState.PAUSED
         if state in (EngineState.RUNNING, EngineState.PAUSED) and sup is not None:
             eta = self.view.estimate(left, paused, dict(sup.shards))
+        elif state == EngineState.STARTING:
+            eta = Estimate(None, "calculating")  # not 0:00:00 before any worker ran
         else:
             eta = self.view.estimate({}, False, {})
         return EngineStatus(
