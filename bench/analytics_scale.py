@@ -13,7 +13,8 @@ bench/panel_queries.py) with a structurally realistic history over 1,048 days:
 - N / 10 redemptions of resolved markets (winning tokens burned, the same USDC paid out);
 - one COMPLETE checkpoint per day with the day's exact counts, except the last day, which is left
   without a checkpoint for the incremental step.
-Then, each in a fresh process whose peak RSS (the process tree, sampled every 0.1 s) is measured:
+Then, each in a fresh process (which starts the store server), with wall time and, for the console
+and the store server apart, peak RSS and CPU seconds (sampled every 0.1 s):
 1. `rebuild` (build into *_new, hard gate, swap, snapshot) of the 1,047 COMPLETE days;
 2. the standalone `hard-gate` (build into *_check, strict gates);
 3. the last day marked COMPLETE, then `rebuild` again over one configured day more (the case an
@@ -299,25 +300,31 @@ def step_main(step: str, config: Path) -> int:
     raise SystemExit(f"unknown step {step!r}")
 
 
-def _tree_rss(pid: int) -> int:
+def _split_tree(pid: int) -> dict[str, tuple[int, float]]:
+    """{"console": (rss, cpu s), "server": (rss, cpu s)} over a process tree: the store server
+    (engine.store.server_process, started by the step) apart from the rest."""
     import psutil
 
+    out = {"console": (0, 0.0), "server": (0, 0.0)}
     try:
         p = psutil.Process(pid)
         procs = [p, *p.children(recursive=True)]
     except psutil.Error:
-        return 0
-    total = 0
+        return out
     for q in procs:
         try:
-            total += q.memory_info().rss
+            side = "server" if "server_process" in " ".join(q.cmdline()) else "console"
+            t = q.cpu_times()
+            rss, cpu = q.memory_info().rss, t.user + t.system
         except psutil.Error:
-            pass
-    return total
+            continue
+        out[side] = (out[side][0] + rss, out[side][1] + cpu)
+    return out
 
 
-def run_step(step: str, config: Path, timeout_s: float) -> tuple[int, float, int, str]:
-    """(exit code, wall s, peak RSS bytes of the step's process tree, output)."""
+def run_step(step: str, config: Path, timeout_s: float) -> dict:
+    """exit, wall s, output, and per side (console = the step's processes, server = the store
+    server it starts): peak RSS bytes and CPU seconds (last sample, every 0.1 s)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
     t0 = time.perf_counter()
@@ -329,13 +336,15 @@ def run_step(step: str, config: Path, timeout_s: float) -> tuple[int, float, int
         env=env,
         cwd=config.parent,
     )
-    peak = 0
+    peak = {"console": 0, "server": 0}
+    cpu = {"console": 0.0, "server": 0.0}
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
         while not done.is_set():
-            peak = max(peak, _tree_rss(proc.pid))
+            for side, (rss, c) in _split_tree(proc.pid).items():
+                peak[side] = max(peak[side], rss)
+                cpu[side] = max(cpu[side], c)
             done.wait(0.1)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -348,7 +357,15 @@ def run_step(step: str, config: Path, timeout_s: float) -> tuple[int, float, int
         out += f"\n(step {step} killed after {timeout_s:.0f} s)"
     done.set()
     th.join()
-    return proc.returncode, time.perf_counter() - t0, peak, out
+    return {
+        "exit": proc.returncode,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "out": out,
+        "peak_rss": peak["console"],
+        "cpu_s": round(cpu["console"], 1),
+        "server_peak_rss": peak["server"],
+        "server_cpu_s": round(cpu["server"], 1),
+    }
 
 
 _TIMING = re.compile(r"step (?P<name>.+?) took (?P<s>[0-9.]+) s")
@@ -397,19 +414,22 @@ def bench_one(trades: int, base: Path, args: argparse.Namespace) -> dict:
         steps.append(("", "complete-last-day", config_more))
         steps.append(("rebuild +1 day", "rebuild", config_more))
     for label, step, cfg_path in steps:
-        code, wall, peak, out = run_step(step, cfg_path, args.timeout)
+        r = run_step(step, cfg_path, args.timeout)
         if not label:
             continue
+        out = r.pop("out")
         tail = [ln for ln in out.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
         print(
-            f"{label:<20} exit {code}  wall {wall:8.1f} s  peak RSS {gib(peak):>10}  | {tail[0]}",
+            f"{label:<16} exit {r['exit']}  wall {r['wall_s']:7.1f} s | console: peak RSS "
+            f"{gib(r['peak_rss'])}, CPU {r['cpu_s']:.1f} s | store server: peak RSS "
+            f"{gib(r['server_peak_rss'])}, CPU {r['server_cpu_s']:.1f} s | {tail[0]}",
             flush=True,
         )
-        if code != 0 and args.verbose:
+        if r["exit"] != 0 and args.verbose:
             print(out)
-        for name, s in slowest(out):
+        for name, s in slowest(out, args.top):
             print(f"    {s:8.1f} s  {name}")
-        result[label] = {"exit": code, "wall_s": round(wall, 1), "peak_rss": peak}
+        result[label] = r
     return result
 
 
@@ -422,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-incremental", action="store_true")
     ap.add_argument("--max-memory-gib", type=float, help="[store] max_memory_gib of the runs")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per step")
+    ap.add_argument("--top", type=int, default=3, help="slowest statements printed per step")
     ap.add_argument("--verbose", action="store_true", help="print a failed step's output")
     ap.add_argument("--step", help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)

@@ -102,7 +102,12 @@ def test_query_settings_follow_the_budget(tmp_path: Path) -> None:
     assert s["max_bytes_in_join"] == b // 4
     assert max_chunk_rows(cfg) == 375_000
     assert s["optimize_aggregation_in_order"] == 1
-    assert query_settings(cfg, in_order=False)["optimize_aggregation_in_order"] == 0
+    chunk = query_settings(cfg, in_order=False)
+    assert chunk["optimize_aggregation_in_order"] == 0
+    # a chunk is sized to fit: it spills only past 3/4 of the budget, under the same limit
+    assert chunk["max_bytes_before_external_group_by"] == b * 3 // 4
+    assert chunk["max_bytes_before_external_sort"] == b * 3 // 4
+    assert chunk["max_memory_usage"] == b
 
 
 @pytest.mark.parametrize(

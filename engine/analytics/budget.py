@@ -2,7 +2,8 @@
 
 Every rebuild and gate statement runs with `query_settings(cfg)`: ClickHouse's own per-query limit
 (`max_memory_usage` = `[gates] max_memory_gib`), so an overrun is a MEMORY_LIMIT_EXCEEDED error
-naming the budget, never the OOM killer. GROUP BY and ORDER BY spill to disk past a quarter of it,
+naming the budget, never the OOM killer. GROUP BY and ORDER BY spill to disk past a quarter of it
+(past 3/4 in a chunk's statements, which are sized to fit),
 hash joins split into buckets (grace hash) past a quarter, groupings by a prefix of a table's
 sort key stream in that order, and FINAL merges within a staging partition (partition-wise
 reads). The per-transaction part of the rebuild runs in the day ranges of `plan_chunks`, sized
@@ -22,8 +23,9 @@ GIB = 2**30
 # holds whole partitions or a part of one, so its partition-wise FINAL reads only those.
 PARTITION_DAYS = 32
 # Staged rows per GiB of budget in one chunk. Measured with bench/analytics_scale.py: a chunk's
-# heaviest statement (the net flows of its legs) needs ~1 KiB of query memory per staged row
-# (its join alone 812 MiB for 2.7M rows); 250k rows per GiB keeps it at a quarter of the budget.
+# heaviest statement (the net flows of its legs) needs ~1.6-2 KiB of query memory per staged row
+# when nothing spills (244k rows: over 381 MiB, under 477 MiB); 250k rows per GiB keeps it near
+# half the budget, below the chunk statements' spill threshold (3/4, query_settings).
 ROWS_PER_GIB = 250_000
 
 STATEMENT_KINDS = ("INSERT", "SELECT", "WITH")
@@ -36,14 +38,21 @@ def budget_bytes(cfg: Config) -> int:
 def query_settings(cfg: Config, in_order: bool = True) -> dict[str, int | str]:
     """ClickHouse settings of every analytics statement under the configured memory budget.
 
-    `in_order` False leaves aggregation in sort-key order off: a chunk's statements group a
-    bounded scratch table, where the ordered (less parallel) grouping measured about 2x slower.
+    `in_order` False is for a chunk's statements (section `chunk` of rebuild.sql): they group a
+    bounded scratch table, where the ordered (less parallel) grouping measured about 2x slower;
+    and the chunk is sized (ROWS_PER_GIB) to fit in about half the budget, so GROUP BY / ORDER BY
+    spill to disk only past 3/4 of it, as a safety net. Spilling past a quarter, as the statements
+    over whole tables do, made a chunk's net flows 3.7x and its cash attribution 2.8x slower
+    (bench/analytics_scale.py, 244k staged rows: 11.7 -> 3.1 s and 5.0 -> 1.8 s): ClickHouse
+    compares the threshold with the whole query's memory, and a chunk's several groupings and
+    joins passed a quarter of 1 GiB at ~200k rows, spilling every chunk.
     """
     b = budget_bytes(cfg)
+    spill = b // 4 if in_order else b * 3 // 4
     return {
         "max_memory_usage": b,
-        "max_bytes_before_external_group_by": b // 4,
-        "max_bytes_before_external_sort": b // 4,
+        "max_bytes_before_external_group_by": spill,
+        "max_bytes_before_external_sort": spill,
         "join_algorithm": "grace_hash",
         "max_bytes_in_join": b // 4,
         "optimize_aggregation_in_order": int(in_order),
