@@ -24,14 +24,15 @@ second retry layer exists):
   inferred: a span that worked before fails now), ranges follow a forecast of the log density from
   the blocks just fetched (``engine.rpc.log_density``: the rate of the latest homogeneous stretch,
   bursts cut out, with its trend) to about 90% of a named cap (all of an inferred one), growing at
-  most 4x per request. Otherwise a soft block limit grows slowly after successes (+10% after 10 in
-  a row, bisecting towards a span that failed; doubling when requests come back far emptier than
-  before), never above a limit the provider named (or suggested twice) or ``max_block_range``. A
-  sub-range that times out twice is halved; one that keeps failing for other reasons is bisected
-  down to a single block (the search goes on from one sub-range to the next, and its failures do
-  not count against the URL), so ``RangeFailed`` names the smallest range that could not be
-  fetched. Never an empty success. ``iter_logs`` yields each sub-range as it arrives (no fixed
-  chunks needed by the caller).
+  most 4x per request; a filter fetching blocks another filter has fetched follows that filter's
+  per-block counts (``engine.rpc.follow_profile``). Otherwise a soft block limit grows slowly after
+  successes (+10% after 10 in a row, bisecting towards a span that failed; doubling when requests
+  come back far emptier than before), never above a limit the provider named (or suggested twice) or
+  ``max_block_range``. A sub-range that times out twice is halved; one that keeps failing for other
+  reasons is bisected down to a single block (the search goes on from one sub-range to the next, and
+  its failures do not count against the URL), so ``RangeFailed`` names the smallest range that could
+  not be fetched. Never an empty success. ``iter_logs`` yields each sub-range as it arrives (no
+  fixed chunks needed by the caller).
 - **Where the rules live**: URL policy (backoff, cooldown, Retry-After, choice) in
   ``engine.rpc.endpoint``, request bodies and answer classification in ``engine.rpc.jsonrpc``,
   range sizing and failing-block bisection in ``engine.rpc.range_control``: all pure, table-tested.

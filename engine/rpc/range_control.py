@@ -12,7 +12,11 @@ Rules (the pool's module docstring tells them from the operator's side):
   suggested span seen twice becomes one.
 - A result cap (named, or inferred: a span that worked before fails now) makes later ranges
   follow the log density forecast (``engine.rpc.log_density``) to RESULT_CAP_TARGET of a named
-  cap (all of an inferred one), growing at most DENSITY_GROWTH_MAX per request.
+  cap (all of an inferred one), growing at most DENSITY_GROWTH_MAX per request. When another
+  filter has already fetched the blocks ahead (the worker fetches a day's filters one after the
+  other), its per-block counts, scaled by the ratio of the two filters' logs, size the span
+  instead (``engine.rpc.follow_profile``), bursts included; never again a span refused from the
+  same start.
 - Otherwise a soft block limit grows by GROW_FACTOR after GROW_AFTER successes in a row,
   bisecting towards a span that failed, or doubles when a request comes back far emptier than
   the fullest one so far. A sub-range that times out TIMEOUTS_BEFORE_SPLIT times is halved.
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.rpc import errors as rpc_errors
-from engine.rpc import log_density
+from engine.rpc import follow_profile, log_density
 from engine.rpc.errors import Classified
 
 #: Growth of the eth_getLogs range: +GROW_FACTOR after GROW_AFTER successes in a row.
@@ -37,6 +41,8 @@ RESULT_CAP_TARGET = 0.9
 DENSITY_GROWTH_MAX = 4.0
 #: Timeouts of one eth_getLogs sub-range (on any URL) after which its range is halved.
 TIMEOUTS_BEFORE_SPLIT = 2
+#: Per-block log counts kept per filter: the forecast window, and a day for other filters to follow.
+PROFILE_BLOCKS = 60_000
 #: Attempts per bisection level once a sub-range has exhausted its attempts and gets split.
 SPLIT_ATTEMPTS = 2
 
@@ -56,6 +62,7 @@ class FilterRange:
         self.max_ok_span = 0
         self.max_ok_logs = 0
         self.results_est: int | None = None  # result cap inferred when the provider names none
+        self.refused_at: int | None = None  # start of the last request refused as too big
 
 
 class UrlRanges:
@@ -104,6 +111,8 @@ class RangeController:
         # Per filter: (next block, logs per block of the contiguous stretch fetched before it),
         # kept while a result cap sizes the ranges (log density is the filter's, not the URL's).
         self._history: dict[str, tuple[int, list[int]]] = {}
+        # (follower, leader) -> follower logs per leader log, last measured (follow_profile)
+        self._ratios: dict[tuple[str, str], float] = {}
 
     def current_range(self, url: int | None = None) -> int:
         """The widest range any filter uses at ``url`` (default: the URL used last)."""
@@ -120,8 +129,40 @@ class RangeController:
     def end_for(self, url: int, key: str, start: int, stop: int, cap: int) -> int:
         """Last block of the next request at ``url`` for filter ``key`` from ``start``."""
         u = self.urls[url]
-        span = max(1, min(u.state(key).range, u.range_cap, cap))
+        st = u.state(key)
+        span = max(1, min(st.range, u.range_cap, cap))
+        results = u.results_cap if u.results_cap is not None else st.results_est
+        if results is not None and st.refused_at != start:
+            limit = max(1, min(u.range_cap, cap, int(st.block_limit)))
+            follow = self._follow_span(key, start, results, limit)
+            if follow is not None:
+                span = follow
         return min(stop, start + span - 1)
+
+    def _follow_span(self, key: str, start: int, results: int, limit: int) -> int | None:
+        """The span from another filter's counts over the blocks ahead (None: none has them)."""
+        own_next, own = self._history.get(key, (None, []))
+        own_first = start - len(own) if own_next == start else start
+        best: tuple[int, str, list[int], int] | None = None
+        for other, (nxt, counts) in self._history.items():
+            first = nxt - len(counts)
+            if other != key and first <= start < nxt and (best is None or nxt > best[0]):
+                best = (nxt, other, counts, first)
+        if best is None:
+            return None
+        _nxt, other, counts, first = best
+        lo = max(first, own_first)
+        r = follow_profile.ratio(
+            own[lo - own_first :] if own_next == start else [], counts[lo - first : start - first]
+        )
+        if r is not None:
+            self._ratios[(key, other)] = r
+        else:
+            r = self._ratios.get((key, other))
+        if r is None:
+            return None
+        unit = follow_profile.event_size(own) if own_next == start else 1.0
+        return follow_profile.span(counts[start - first :], r, results, unit, limit)
 
     def on_timeout(self, url: int, key: str, start: int, end: int) -> int:
         """A sub-range that keeps timing out may be too heavy: halve it. The new span."""
@@ -165,6 +206,7 @@ class RangeController:
             how = "back to the last range that worked"
         new = max(1, min(new, span - 1))
         st.streak = 0
+        st.refused_at = start
         if c.max_results is not None:
             u.results_cap = c.max_results
         elif c.max_range is not None:
@@ -228,6 +270,7 @@ class RangeController:
             if n_logs < RESULT_CAP_TARGET * u.results_cap:
                 _learn_suggested_limit(u, st, span)
         st.pending_suggestion = None
+        st.refused_at = None
         if cut and span < st.range:
             st.max_ok_logs = max(st.max_ok_logs, n_logs)
             return  # a short request at the end of the asked range says little about size
@@ -280,7 +323,7 @@ class RangeController:
         if nxt != start:
             history = []  # not contiguous (another day): start over
         history.extend(counts)
-        del history[: -log_density.WINDOW_BLOCKS]
+        del history[:-PROFILE_BLOCKS]
         self._history[key] = (end + 1, history)
         return history
 
