@@ -295,6 +295,56 @@ def test_listens_on_loopback_only_with_a_private_password(store_server) -> None:
     assert store_server.password not in log and token not in log
 
 
+def _refused_and_dropped() -> list[tuple[str, BaseException, bool]]:
+    """(case, the error clickhouse-connect raised against a real socket, was_refused)."""
+    import socket
+
+    import clickhouse_connect
+
+    def error_from(port: int) -> BaseException:
+        try:
+            clickhouse_connect.get_client(host="127.0.0.1", port=port, username="u", password="p")
+        except Exception as exc:
+            return exc
+        raise AssertionError("connected")
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]  # nothing listens once closed: refused
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def accept_and_drop() -> None:  # each request reaches a server, which hangs up
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return  # closed
+            conn.recv(65536)
+            conn.close()
+
+    t = threading.Thread(target=accept_and_drop, daemon=True)
+    t.start()
+    dropped = error_from(srv.getsockname()[1])
+    srv.close()
+    return [
+        ("nothing listens", error_from(closed_port), True),
+        ("accepted, read, hung up", dropped, False),
+        ("a plain reset", ConnectionResetError(104, "reset"), False),
+        ("refused itself", ConnectionRefusedError(111, "refused"), True),
+        ("an SQL error", StoreError("Code: 60. Unknown table"), False),
+    ]
+
+
+def test_only_a_refused_connection_counts_as_never_sent() -> None:
+    """A call is repeated after a revive only when its request cannot have reached a server."""
+    from engine.store.client import was_refused
+
+    for case, exc, want in _refused_and_dropped():
+        assert was_refused(exc) is want, (case, repr(exc))
+
+
 # ---- life cycle: servers of their own ---------------------------------------------------------
 
 
@@ -369,6 +419,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_a_killed_local_server_is_started_again_by_the_store(tmp_path: Path) -> None:
+    """SIGKILLed: the next store call starts a new server and succeeds (not only the one after)."""
     from types import SimpleNamespace
 
     from engine.store.client import open_store
@@ -384,12 +435,21 @@ def test_a_killed_local_server_is_started_again_by_the_store(tmp_path: Path) -> 
         old = st.local.pid
         os.kill(old, signal.SIGKILL)
         assert _wait(lambda: not _alive(old))
-        with pytest.raises(StoreError) as err:
-            st.query("SELECT count() FROM rv.day_blocks")
-        assert st.local.password not in str(err.value)
-        assert st.local.pid != old and st.local.owned
+        # The first call after the death finds the connection refused (nothing was sent): the
+        # server is started again and that same call is repeated on it, and answers, exact.
         assert st.query("SELECT chain_id, day_idx FROM rv.day_blocks") == [(1, 1)]
+        assert st.local.pid != old and st.local.owned and st.local.alive()
+        assert running_server(tmp_path).pid == st.local.pid
         assert str(st.local.port) in st.label
+        # An insert the same way: killed again, the insert lands once (no FINAL: a second copy
+        # would show).
+        os.kill(st.local.pid, signal.SIGKILL)
+        assert _wait(lambda: running_server(tmp_path) is None)
+        st.insert_json_rows("rv.day_blocks", ["chain_id", "day_idx"], [[1, 2]])
+        assert st.query("SELECT chain_id, day_idx FROM rv.day_blocks ORDER BY day_idx") == [
+            (1, 1),
+            (1, 2),
+        ]
     finally:
         st.close()
     assert running_server(tmp_path) is None

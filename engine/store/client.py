@@ -68,9 +68,10 @@ class Store:
     """A ClickHouse server over HTTP (clickhouse-connect); one client per thread.
 
     With `local` (the local store server of a data dir) a lost connection to a server that is
-    gone starts it again (ensure_server) before the error is raised, so the caller's next
-    attempt (the loader retries every second) reaches the new one. The failed call itself is
-    never repeated here: a statement like EXCHANGE TABLES must not run twice.
+    gone starts it again (ensure_server). When the connection was refused (the request never
+    reached a server, so it cannot have run) the call is then repeated once on the new server;
+    any other failure is raised (the caller's next attempt reaches the new server), because a
+    request that may have reached the old one, e.g. EXCHANGE TABLES, must not run twice.
     """
 
     #: Workers send raw eth_getLogs answers; the server decodes them (engine/store/raw_logs.py).
@@ -125,22 +126,18 @@ class Store:
         if client is None:
             import clickhouse_connect
 
-            try:
-                client = clickhouse_connect.get_client(
-                    host=self._host,
-                    port=self._port,
-                    username=self._user,
-                    password=self._password,
-                    secure=self._secure,
-                    # On loopback, compressing inserts only costs CPU on both ends.
-                    compress=self._host not in ("127.0.0.1", "localhost", "::1"),
-                    # Its own connections, closed with it: a stopping local server does not
-                    # wait for this process's idle keep-alive connections.
-                    dedicated_pool=True,
-                )
-            except Exception as exc:
-                self._after_failure(exc)
-                raise StoreError(self._words(exc, f"cannot connect to {self.label}: ")) from exc
+            client = clickhouse_connect.get_client(
+                host=self._host,
+                port=self._port,
+                username=self._user,
+                password=self._password,
+                secure=self._secure,
+                # On loopback, compressing inserts only costs CPU on both ends.
+                compress=self._host not in ("127.0.0.1", "localhost", "::1"),
+                # Its own connections, closed with it: a stopping local server does not
+                # wait for this process's idle keep-alive connections.
+                dedicated_pool=True,
+            )
             self._local.client = client
             self._local.generation = self._generation
             with self._clients_lock:
@@ -173,13 +170,22 @@ class Store:
             self._target(server.url, server.user, server.password)
 
     def _call(self, fn: Any) -> Any:
-        try:
-            return fn(self._client())
-        except StoreError:
-            raise
-        except Exception as exc:
-            self._after_failure(exc)
-            raise StoreError(self._words(exc)) from exc
+        """fn(client of this thread), failures as StoreError; see the class docstring for when
+        a call is repeated."""
+        for attempt in (1, 2):
+            generation = self._generation
+            prefix = f"cannot connect to {self.label}: "  # making a client sends a query too
+            try:
+                client = self._client()
+                prefix = ""
+                return fn(client)
+            except Exception as exc:
+                self._after_failure(exc)
+                moved = self._generation != generation  # revived here, or by another thread
+                if attempt == 1 and moved and was_refused(exc):
+                    continue
+                raise StoreError(self._words(exc, prefix)) from exc
+        raise AssertionError("unreachable")
 
     def command(self, sql: str) -> None:
         """Run a statement that returns nothing."""
@@ -316,6 +322,27 @@ def refused_words(shown_url: str, user: str, password_from: str) -> str:
         "or the user is unknown: set clickhouse.password or env CLICKHOUSE_PASSWORD, and check "
         "clickhouse.user"
     )
+
+
+def was_refused(exc: BaseException) -> bool:
+    """True when `exc` was caused by a refused TCP connection: the request was never sent, so no
+    server can have run it. Only the chain of direct causes is followed (clickhouse-connect's
+    error, urllib3's MaxRetryError and its `reason`, the NewConnectionError raised while handling
+    ConnectionRefusedError), never an error that was merely being handled at the time (one that
+    may have come after the request was sent)."""
+    from urllib3.exceptions import NewConnectionError
+
+    e: BaseException | None = exc
+    for _ in range(8):
+        if e is None:
+            return False
+        if isinstance(e, ConnectionRefusedError):
+            return True
+        if isinstance(e, NewConnectionError):
+            return isinstance(e.__context__ or e.__cause__, ConnectionRefusedError)
+        reason = getattr(e, "reason", None)  # urllib3's MaxRetryError
+        e = e.__cause__ or (reason if isinstance(reason, BaseException) else None)
+    return False
 
 
 def _is_connection_error(exc: BaseException) -> bool:
