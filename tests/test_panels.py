@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from engine.config import ClickhouseConfig
 from engine.decode import ERC20_COLUMNS as ERC20_COLS
 from engine.decode import ERC1155_COLUMNS as ERC1155_COLS
 from engine.status import DAY_DONE, DAY_FAILED, DAY_PENDING, DAY_RUNNING
@@ -32,8 +34,8 @@ def store(store_server):
     # open_store reads only cfg.clickhouse: here the session's server, as a remote one.
     s = store_server
     cfg = SimpleNamespace(
-        clickhouse=SimpleNamespace(
-            url=s.url, path=None, port=0, database="bf_panels", user=s.user, password=s.password
+        clickhouse=ClickhouseConfig(
+            url=s.url, path=Path("unused"), database="bf_panels", user=s.user, password=s.password
         )
     )
     st = open_store(cfg)
