@@ -100,6 +100,28 @@ def test_same_key_across_partitions(clean, checker):
     assert both(clean, checker)[E20] == (0, 0, 0)
 
 
+@pytest.mark.parametrize(
+    "delete",
+    [
+        "ALTER TABLE {t} DELETE WHERE day_idx IN (1, 2) SETTINGS mutations_sync = 2",
+        "DELETE FROM {t} WHERE day_idx IN (1, 2)",  # lightweight: rows masked, parts kept
+    ],
+)
+def test_rows_deleted_by_a_mutation_are_seen(clean, checker, delete):
+    """An operator purging days by hand: a mutation keeps the parts' block numbers but raises
+    their mutation version, so the partition is read again; deleting all its rows leaves
+    empty active parts, and the partition counts as gone (REPLACE from it would be refused)."""
+    table = f"{clean.database}.{E20}"
+    insert(clean, E20, [erc20(f"0x{i}", 0, day=i) for i in range(4)] + [erc20("0x1", 0, day=40)])
+    assert both(clean, checker)[E20] == (5, 4, 1)  # 0x1/0 in partitions 0 and 1
+    clean.command(delete.format(t=table))
+    assert both(clean, checker)[E20] == (3, 3, 0)
+    clean.command(f"ALTER TABLE {table} DELETE WHERE day_idx < 32 SETTINGS mutations_sync = 2")
+    assert both(clean, checker)[E20] == (1, 1, 0)
+    insert(clean, E20, [erc20("0x1", 0, day=5), erc20("0x7", 0, day=6)])
+    assert both(clean, checker)[E20] == (3, 2, 1)  # 0x1/0 is in partitions 0 and 1 again
+
+
 def test_same_log_under_a_new_key(store):
     """A table whose sorting key is not the natural key: the same log with another block number
     is a new ReplacingMergeTree key, so FINAL keeps both rows and the check must say so."""

@@ -16,9 +16,10 @@ intDiv(day_idx, 32)):
 
 When a partition got rows, only the parts above its last seen block number are read: their keys
 not yet in the partition's index raise `uniq_P` and are added to it; those also held by another
-partition raise `cross`. A partition that lost rows (dropped, truncated, its lowest block changed)
-is read again in full. A cold start indexes every partition, then counts `cross` in one streaming
-pass in hash order (bounded memory).
+partition raise `cross`. A partition that lost rows (dropped, truncated, its lowest block changed,
+a mutation such as an operator's ALTER ... DELETE rewrote its parts under a higher mutation
+version, or every row deleted) is read again in full or forgotten. A cold start indexes every
+partition, then counts `cross` in one streaming pass in hash order (bounded memory).
 
 FINAL keeps one row per sorting-key value in each partition (do_not_merge_across_partitions_select
 _final, as merges work), so where a table's sorting key is its natural key and its engine is a plain
@@ -71,6 +72,7 @@ class PartitionFigures:
     max_block: int  # highest one: parts above it hold the rows that arrived since
     unique_keys: int
     final_rows: int
+    mutation: int = 0  # highest mutation version of its parts (an ALTER ... DELETE raises it)
 
 
 @dataclass
@@ -103,6 +105,18 @@ def _max_block_of_part() -> str:
     """SQL: the highest insert block number of the part a row is in (from its name
     `partition_min_max_level[_mutation]`; only used for partition ids without '_')."""
     return "toUInt64(splitByChar('_', _part)[3])"
+
+
+def _mutation_of_part() -> str:
+    """SQL over system.parts: the mutation version in a part's name (0 if none). A merge keeps
+    the highest of its parts'; a mutation (ALTER ... DELETE / UPDATE, lightweight DELETE) rewrites
+    rows under a higher one, keeping the block numbers."""
+    after_id = "substring(name, length(partition_id) + 2)"  # min_max_level[_mutation]
+    return f"toUInt64OrZero(arrayElement(splitByChar('_', {after_id}), 4))"
+
+
+#: A partition's signature in system.parts: (min block, max block, rows, mutation).
+Signature = tuple[int, int, int, int]
 
 
 class DuplicateChecker:
@@ -174,17 +188,26 @@ class DuplicateChecker:
         )
 
     # ---- store metadata -----------------------------------------------------------------------
-    def _parts(self) -> dict[str, dict[str, tuple[int, int, int]]]:
-        """table -> partition id -> (min block, max block, rows) of its active parts."""
+    def _parts(self) -> dict[str, dict[str, Signature]]:
+        """table -> partition id -> (min block, max block, rows, mutation) of its active parts.
+
+        A partition whose active parts hold no rows (what a DELETE of all its rows leaves) is
+        left out: it counts as dropped. Where a lightweight DELETE masked rows, system.parts
+        still counts them: that partition's rows are counted (rare: the product never deletes)."""
         names = ", ".join(_lit(t) for t in DUPLICATE_KEYS)
         rows = self.store.query(
-            "SELECT table, partition_id, min(min_block_number), max(max_block_number), sum(rows) "
+            "SELECT table, partition_id, min(min_block_number), max(max_block_number), sum(rows), "
+            f"max({_mutation_of_part()}), max(has_lightweight_delete) "
             f"FROM system.parts WHERE active AND database = {_lit(self.store.database)} "
-            f"AND table IN ({names}) GROUP BY table, partition_id"
+            f"AND table IN ({names}) GROUP BY table, partition_id HAVING sum(rows) > 0"
         )
-        out: dict[str, dict[str, tuple[int, int, int]]] = {t: {} for t in DUPLICATE_KEYS}
-        for t, p, a, b, n in rows:
-            out[str(t)][str(p)] = (int(a), int(b), int(n))
+        out: dict[str, dict[str, Signature]] = {t: {} for t in DUPLICATE_KEYS}
+        for t, p, a, b, n, m, masked in rows:
+            if masked:
+                n = self._one(f"SELECT count() FROM {{db}}.{t} WHERE _partition_id = {_lit(p)}")
+                if not n:
+                    continue
+            out[str(t)][str(p)] = (int(a), int(b), int(n), int(m))
         return out
 
     def _final_is_unique(self) -> dict[str, bool]:
@@ -227,9 +250,13 @@ class DuplicateChecker:
                 table, pid, f"{new} AND h NOT IN ({old})"
             ) - self._held_elsewhere(table, pid, f"{old} AND h NOT IN ({new})")
         part = f"PARTITION ({_lit(table)}, {_lit(pid)})"
-        self._c(
-            f"ALTER TABLE {{db}}.{self.keys_table} REPLACE {part} FROM {{db}}.{self.scratch_table}"
-        )
+        if unique:
+            self._c(
+                f"ALTER TABLE {{db}}.{self.keys_table} REPLACE {part} "
+                f"FROM {{db}}.{self.scratch_table}"
+            )
+        else:  # its rows left since it was listed: REPLACE from an empty source is refused
+            self._drop(self.keys_table, table, pid)
         self._drop(self.scratch_table, table, pid)
         return unique, (unique if final_is_unique else final_rows), change
 
@@ -290,7 +317,7 @@ class DuplicateChecker:
     def _update(
         self,
         table: str,
-        parts: dict[str, tuple[int, int, int]],
+        parts: dict[str, Signature],
         final_is_unique: bool,
         cost: CheckCost,
     ) -> None:
@@ -301,15 +328,20 @@ class DuplicateChecker:
             self._drop(self.keys_table, table, pid)
             del st.partitions[pid]
         cold = not st.indexed
-        for pid, (lo, hi, rows) in sorted(parts.items()):
+        for pid, (lo, hi, rows, mutation) in sorted(parts.items()):
             cost.partitions_total += 1
             known = st.partitions.get(pid)
-            if known is not None and (known.min_block, known.max_block) == (lo, hi):
-                continue  # nothing arrived (merges keep min and max)
+            if known is not None and (known.min_block, known.max_block, known.mutation) == (
+                lo,
+                hi,
+                mutation,
+            ):
+                continue  # nothing arrived (merges keep min, max and the mutation version)
             cost.partitions_read += 1
             if (
                 known is not None
                 and known.min_block == lo
+                and known.mutation == mutation
                 and "_" not in pid
                 and final_is_unique
                 and not cold
@@ -330,18 +362,18 @@ class DuplicateChecker:
             )
             cost.rows_read += rows
             st.cross += change
-            st.partitions[pid] = PartitionFigures(lo, hi, unique, final_rows)
+            st.partitions[pid] = PartitionFigures(lo, hi, unique, final_rows, mutation)
         if cold:
             st.cross = self._count_cross(table)
             st.indexed = True
 
-    def _figures(self, table: str, parts: dict[str, tuple[int, int, int]]) -> DuplicateCheck:
+    def _figures(self, table: str, parts: dict[str, Signature]) -> DuplicateCheck:
         st = self.tables[table]
         unique = sum(p.unique_keys for p in st.partitions.values()) - st.cross
         final_rows = sum(p.final_rows for p in st.partitions.values())
         return DuplicateCheck(
             table=table,
-            raw_rows=sum(rows for _, _, rows in parts.values()),
+            raw_rows=sum(rows for _, _, rows, _ in parts.values()),
             unique_keys=unique,
             final_duplicates=max(0, final_rows - unique),
         )
