@@ -561,3 +561,23 @@ def test_worker_notes_fit_their_lines_errors_whole_first() -> None:
         "+2 more: ctl status lists every worker"
     )
     assert fit_notes([], 40, 3) == []
+
+
+@pytest.mark.parametrize(
+    ("state", "phase", "error", "note"),
+    [
+        ("RUNNING", "range", "", " 3 finding blocks"),
+        ("STALLED", "retry", "", " 3 retrying"),
+        ("DONE", "range", "", None),  # its last heartbeat's phase is over
+        ("FATAL", "range", "exit 1", " 3 exit 1"),
+        ("RUNNING", "fetch", "", None),
+    ],
+)
+def test_worker_notes_say_a_phase_only_while_a_process_works_on_it(
+    state: str, phase: str, error: str, note: str | None
+) -> None:
+    from console.widgets.workers import worker_note
+    from engine.status import WorkerStatus
+
+    got = worker_note(WorkerStatus(shard=3, state=state, phase=phase, last_error=error))
+    assert (None if got is None else got.plain) == note

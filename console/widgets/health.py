@@ -133,8 +133,13 @@ class GatesPanel(_BodyPanel):
                 line.append_text(Text("PASS", style=OK) if g.passed else Text("FAIL", style=ALARM))
                 line.append(f" {g.name}", style="bold")
                 line.append(" = " + ("-" if g.value is None else f"{g.value:,.6g}"))
-                line.append(f"  needs {g.threshold}", style=MUTED)
+                # The bound first, its description ("of USDC volume") last: a cut line keeps
+                # the number that decides (every gate's detail is in gates.log).
+                bound, _, what = g.threshold.partition(" of ")
+                line.append(f"  needs {bound}", style=MUTED)
                 line.append(f"  {g.mode} {fmt.age(now - g.checked_at)} ago", style=MUTED)
+                if what:
+                    line.append(f"  (of {what})", style=MUTED)
                 parts.append(line)
         if data.error(GATES_LOG):
             parts.append(

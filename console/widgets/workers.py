@@ -47,6 +47,7 @@ MAX_NOTES = 3
 #: ... and at most this many lines when the panel has room for them under the table.
 MAX_NOTES_TALL = 10
 QUIET_PHASES = ("", Phase.FETCH)
+LIVE_STATES = (WorkerState.STARTING, WorkerState.RUNNING, WorkerState.STALLED)
 # What a worker's phase (from its heartbeat) means, in the operator's words.
 PHASE_LABELS: dict[str, str] = {
     Phase.START: "starting",
@@ -80,7 +81,9 @@ def _width(value: object) -> int:
 def worker_note(w: WorkerStatus) -> Text | None:
     """'5 retrying: rpc_429: ...' for a worker doing something other than fetching, or with an
     error; None for a quiet worker."""
-    phase = w.phase not in QUIET_PHASES
+    # A phase is news only while a process works on it (a DONE or FATAL worker's last
+    # heartbeat may still say "finding blocks").
+    phase = w.phase not in QUIET_PHASES and w.state in LIVE_STATES
     if not phase and not w.last_error and not w.last_restart:
         return None
     t = Text(no_wrap=True, overflow="ellipsis")
