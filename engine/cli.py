@@ -536,7 +536,7 @@ def analytics_main(cmd: str, argv: list[str]) -> int:
         cfg = _load(args.config)
     except ConfigError as exc:
         return _fail_config(exc)
-    from engine.analytics import gates, rebuild
+    from engine.analytics import gates, rebuild, swap
     from engine.on_complete import ANALYTICS_LOCK
     from engine.store.client import StoreError, open_store
     from engine.store.lock import LockHeld, StoreLock, holder_label
@@ -550,6 +550,11 @@ def analytics_main(cmd: str, argv: list[str]) -> int:
         return EXIT_FAILED
     try:
         with StoreLock(store, ANALYTICS_LOCK, holder_label(f"backfill-console {cmd}")):
+            try:
+                swap.repair(store, lambda m: print(f"{cmd}: {m}"))  # a swap cut short, first
+            except Exception as exc:
+                print(f"{cmd}: not started: a swap cut short could not be repaired: {exc}")
+                return EXIT_FAILED
             return gates.cli_hard_gate(cfg) if cmd == "hard-gate" else rebuild.cli_rebuild(cfg)
     except LockHeld as exc:
         print(f"{cmd}: not started: {exc}")

@@ -4,7 +4,8 @@ A console whose own days are all COMPLETE runs the rebuild only when the store s
 configured day COMPLETE (with --shard-ids other consoles may still be working: the one that
 completes the last day rebuilds). The rebuild runs under the store's analytics lock
 (engine/store/lock.py); once it has run, a row in `on_complete_runs` for (chain, start_date, days)
-tells every later console that it is done.
+tells every later console that it is done. Before trusting it, a swap cut short (a process
+killed mid-swap, engine/analytics/swap.py) is repaired.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from engine.store.lock import LockHeld, StoreLock, holder_label
+from engine.store.lock import ANALYTICS_LOCK, LockHeld, StoreLock, holder_label
 
 if TYPE_CHECKING:
     from engine.config import Config
     from engine.store.client import Store
 
-ANALYTICS_LOCK = "analytics"
 WAIT_POLL_S = 2.0
 
 
@@ -81,6 +81,11 @@ def rebuild_once(
             stop.wait(WAIT_POLL_S)
             continue
         try:
+            # A swap cut short is repaired first, whoever ran it (an earlier on-complete rebuild,
+            # a manual `backfill-console rebuild`): "done" must mean whole live tables.
+            from engine.analytics.swap import repair
+
+            repair(store, log)
             done = previous_run(store, chain_id, sd, days)
             if done is not None:
                 log(f"rebuild: already done for this backfill by {done}")

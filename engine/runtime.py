@@ -22,6 +22,7 @@ from engine import preflight
 from engine.actions import Operator, status_dict
 from engine.analytics.gates import run_gates
 from engine.analytics.rebuild import RebuildOutcome
+from engine.analytics.swap import repair_at_start
 from engine.config import Config
 from engine.constants import check_topics
 from engine.control import ControlServer, socket_path_for
@@ -207,6 +208,7 @@ class Engine:
 
     def _start_inner(self) -> None:
         self.store = open_store(self.cfg)
+        self._repair_swap()
         if self.cfg.uses_devchain:
             from engine.devchain import DevchainSpec, start_devchain
 
@@ -258,6 +260,16 @@ class Engine:
         gc.freeze()
         self._monitor = threading.Thread(target=self._monitor_loop, name="monitor", daemon=True)
         self._monitor.start()
+
+    def _repair_swap(self) -> None:
+        """A rebuild's swap cut short (a process killed mid-swap) is completed or undone first,
+        and the operator told (engine/analytics/swap.py); a failure is reported, not fatal."""
+        assert self.store is not None
+        try:
+            repair_at_start(self.store, lambda m: self.notice(f"rebuild: {m}"), "console start")
+        except Exception as exc:
+            self._record_error("rebuild", f"swap repair: {exc}", None)
+            self.notice(f"rebuild: a swap cut short could not be repaired: {exc}")
 
     def plan_for(self, shard: int, shards: int) -> Plan:
         """The plan a (re)started worker receives on stdin."""

@@ -217,98 +217,145 @@ def test_store_failing_inserts_for_30s_mid_run_waits_and_loses_nothing(tmp_path,
 
 
 # ---- killed in the middle of the analytics swap -----------------------------------------------
-BACKFILL_ONLY = """
-import sys
-from engine.config import load_config
-from engine.runtime import Engine
+#: `backfill-console ARGS` as the real process, with one change: after its first EXCHANGE TABLES it
+#: says so and blocks there, for the test to SIGKILL it with one table swapped and three not.
+KILLED_AFTER_FIRST_EXCHANGE = """
+import sys, threading
+import engine.analytics.swap as swap
+from engine.cli import main
 
-engine = Engine(load_config(sys.argv[1]), control=False, run_on_complete=False)
-engine.start()
-try:
-    print(engine.wait(), flush=True)
-finally:
-    engine.stop()
-"""
+real = swap._exchange
 
-#: The console's on-complete step (engine.on_complete.rebuild_once), in a process the test kills
-#: once the first analytics table is swapped: the others are not yet.
-SWAP_VICTIM = """
-import sys, threading, time
-from engine.config import load_config
-from engine.on_complete import rebuild_once
-from engine.store.client import open_store
+def exchange(store, a, b, use_rename):
+    real(store, a, b, use_rename)
+    print(f"EXCHANGED {a} AND {b}", flush=True)
+    threading.Event().wait()
 
-cfg = load_config(sys.argv[1])
-store = open_store(cfg)
-chain_id = int(sys.argv[2])
-
-def log(msg):
-    print(msg, flush=True)
-    if msg.startswith("rebuild: swapped ") and "<->" in msg:
-        time.sleep(600)  # SIGKILLed here
-
-rebuild_once(store, cfg, chain_id, log, threading.Event())
+swap._exchange = exchange
+sys.exit(main(sys.argv[1:]))
 """
 
 LIVE = ("token_outcomes", "net_flows", "trades_with_direction", "wallet_market_pnl")
 
 
-def _counts(config: Path) -> dict[str, int]:
-    sql = (
-        "SELECT name, total_rows FROM system.tables WHERE database = '{db}' AND name IN ("
-        + ", ".join(f"'{t}'" for t in LIVE)
-        + ")"
-    )
-    return {str(n): int(r or 0) for n, r in store_query(config, sql)}
-
-
-def test_killed_during_the_exchange_step_then_rerun_swaps_every_table(tmp_path, devchain_cache):
-    config = write_config(tmp_path, days=E2E_DAYS, devchain_state=devchain_cache, shards=2)
-    first = subprocess.run(
-        [sys.executable, "-c", BACKFILL_ONLY, str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert first.stdout.strip().endswith("complete"), first.stdout[-2000:] + first.stderr[-2000:]
-    chain_id = int(store_query(config, "SELECT any(chain_id) FROM {db}.backfill_checkpoint")[0][0])
+def _kill_after_first_exchange(*args: str) -> str:
+    """Run `backfill-console ARGS` until its first EXCHANGE, SIGKILL it; returns its output."""
     victim = subprocess.Popen(
-        [sys.executable, "-c", SWAP_VICTIM, str(config), str(chain_id)],
+        [sys.executable, "-c", KILLED_AFTER_FIRST_EXCHANGE, *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     lines: list[str] = []
-    swapped = threading.Event()
+    exchanged = threading.Event()
 
     def read() -> None:
         assert victim.stdout is not None
         for line in victim.stdout:
             lines.append(line)
-            if line.startswith("rebuild: swapped ") and "<->" in line:
-                swapped.set()
+            if line.startswith("EXCHANGED token_outcomes AND token_outcomes_new"):
+                exchanged.set()
 
     threading.Thread(target=read, daemon=True).start()
     try:
-        assert swapped.wait(240), "".join(lines)[-3000:]
+        assert exchanged.wait(300), "".join(lines)[-3000:]
         victim.send_signal(signal.SIGKILL)
         victim.wait(30)
     finally:
         if victim.poll() is None:
             victim.kill()
-    # Killed with one table swapped in and the others still the empty first versions.
-    mid = _counts(config)
-    assert sorted(mid) == sorted(LIVE), mid
-    assert mid["token_outcomes"] > 0 and mid["net_flows"] == 0, mid
+    return "".join(lines)
+
+
+def _comments(config: Path) -> dict[str, str]:
+    """Every analytics table (live, _new, _swap, _prev) -> its comment (the run that built it)."""
+    rows = store_query(
+        config,
+        "SELECT name, comment FROM system.tables WHERE database = '{db}' AND ("
+        + " OR ".join(f"startsWith(name, '{t}')" for t in LIVE)
+        + ")",
+    )
+    return {str(n): str(c) for n, c in rows}
+
+
+def _marker(config: Path) -> list[str]:
+    return [str(r[0]) for r in store_query(config, "SELECT run_id FROM {db}.swap_in_progress")]
+
+
+class _Rows:
+    """tests/test_rebuild's readers of the analytics tables, on a console's store."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+
+    def q(self, sql: str) -> list:
+        return store_query(self.config, sql)
+
+
+def assert_analytics_exact(config: Path) -> None:
+    """Every live analytics table equals the expected analytics of the devchain's ground truth."""
+    from engine.config import load_config
+    from tests.support.expected_analytics import expected_analytics
+    from tests.test_rebuild import got_net_flows, got_positions, got_trades
+
+    gt = ground_truth_for(config)
+    exp = expected_analytics(gt, set(load_config(config).contracts.exchanges))
+    rows = _Rows(config)
+    mapped = {r[0] for r in rows.q("SELECT DISTINCT condition_id FROM {db}.token_outcomes")}
+    assert mapped == exp.mapped
+    exp = exp.restricted_to(mapped)
+    assert got_net_flows(rows) == exp.net_flows  # type: ignore[arg-type]
+    assert got_trades(rows) == exp.trades  # type: ignore[arg-type]
+    keep = ("positions", "cash_units", "pnl_units", "resolved")
+    got = got_positions(rows)  # type: ignore[arg-type]
+    assert {k: {f: v[f] for f in keep} for k, v in got.items()} == {
+        k: {f: v[f] for f in keep} for k, v in exp.positions.items()
+    }
+
+
+def _assert_one_whole_build(config: Path, run_id: str) -> None:
+    """Every live table is the build of `run_id`; nothing left in *_new or *_swap; no marker."""
+    comments = _comments(config)
+    assert {t: comments.get(t) for t in LIVE} == dict.fromkeys(LIVE, f"rebuild run={run_id}")
+    assert not [n for n in comments if n.endswith(("_new", "_swap"))], comments
+    assert _marker(config) == []
+
+
+def test_killed_during_the_exchange_step_then_rerun_every_table_whole(tmp_path, devchain_cache):
+    """The console SIGKILLed in its on-complete rebuild's EXCHANGE step (its store server dies
+    with it), started again: the half swap is repaired first, the rebuild runs and swaps, exact.
+    Then a manual `backfill-console rebuild` SIGKILLed the same way (the on-complete rebuild is
+    recorded as done): the next console start completes that swap, exact."""
+    config = write_config(tmp_path, days=E2E_DAYS, devchain_state=devchain_cache, shards=2)
+    out = _kill_after_first_exchange("--no-ui", "--config", str(config))
+    assert "all gates passed" not in out  # killed in the swap, before its end
+    (run1,) = _marker(config)
+    mid = _comments(config)
+    assert mid["token_outcomes"] == f"rebuild run={run1}"  # swapped in
+    assert mid["net_flows_new"] == f"rebuild run={run1}" and mid["net_flows"] == ""  # not yet
 
     again = cli("--no-ui", "--config", str(config), timeout=300)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    # The rerun rebuilt and swapped every table (swap_in checks each live count against its
-    # build): none is missing, none is left from the half swap.
-    assert "rebuild: swapped in with" in again.stdout, again.stdout[-3000:]
-    after = _counts(config)
-    assert sorted(after) == sorted(LIVE), after
-    assert all(n > 0 for n in after.values()), after
-    assert after["token_outcomes"] == mid["token_outcomes"]  # the same data, the same build
+    text = again.stdout + again.stderr
+    assert again.returncode == 0, text[-3000:]
+    assert f"rebuild: repaired a swap cut short (rebuild run={run1} " in text, text[-3000:]
+    assert "1 of 4 tables were swapped): completed it" in text
+    assert "rebuild: swapped in with EXCHANGE TABLES" in text  # then the on-complete rebuild
+    (reason,) = [r for (r,) in store_query(config, "SELECT reason FROM {db}.on_complete_runs")]
+    assert reason.startswith("all gates passed")
+    last = _comments(config)["net_flows"].removeprefix("rebuild run=")
+    assert last != run1
+    _assert_one_whole_build(config, last)
+    assert_exact(config)
+    assert_analytics_exact(config)
+
+    out = _kill_after_first_exchange("rebuild", "--config", str(config))
+    (run3,) = _marker(config)
+    assert _comments(config)["token_outcomes"] == f"rebuild run={run3}" != f"rebuild run={last}"
+    again = cli("--no-ui", "--config", str(config), timeout=300)
+    text = again.stdout + again.stderr
+    assert again.returncode == 0, text[-3000:]
+    assert f"rebuild: repaired a swap cut short (rebuild run={run3} " in text, text[-3000:]
+    assert "rebuild: already done for this backfill" in text  # trusted only after the repair
+    _assert_one_whole_build(config, run3)
+    assert_analytics_exact(config)

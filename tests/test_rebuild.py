@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from engine.analytics.rebuild import ANALYTICS_TABLES, NEW_SUFFIX, RebuildOutcome, rebuild
+from engine.analytics.build import ANALYTICS_TABLES, NEW_SUFFIX
+from engine.analytics.rebuild import RebuildOutcome, rebuild
 from engine.config import Config, load_config
 from engine.decode import TABLES, DecodeFilter, decode_logs
 from engine.devchain import DevchainSpec, start_devchain
@@ -146,6 +147,10 @@ class Env:
             n, h = self.q(f"SELECT count(), sum(cityHash64(*)) FROM {{db}}.{t}")[0]
             out[t] = (int(n), int(h))
         return out
+
+    def fingerprint_of(self, table: str) -> tuple[int, int]:
+        n, h = self.q(f"SELECT count(), sum(cityHash64(*)) FROM {{db}}.{table}")[0]
+        return (int(n), int(h))
 
     def ensure_good_live(self) -> None:
         """Live tables built from the pristine data (one clean rebuild if there are none yet)."""
@@ -561,6 +566,7 @@ def test_clean_rebuild_after_faults_swaps_again(env: Env) -> None:
 
 def test_failed_swap_part_way_is_undone(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     import engine.analytics.rebuild as rb
+    import engine.analytics.swap as sw
 
     env.ensure_good_live()
     env.restore_inputs()
@@ -568,7 +574,7 @@ def test_failed_swap_part_way_is_undone(env: Env, monkeypatch: pytest.MonkeyPatc
     for t in ANALYTICS_TABLES:
         env.run(f"ALTER TABLE {{db}}.{t} DELETE WHERE rand() % 2 = 0 SETTINGS mutations_sync = 2")
     before = env.fingerprint()
-    real = rb._exchange
+    real = sw._exchange
     calls: list[str] = []
 
     def flaky(store: Store, a: str, b: str, use_rename: bool) -> None:
@@ -577,7 +583,7 @@ def test_failed_swap_part_way_is_undone(env: Env, monkeypatch: pytest.MonkeyPatc
             raise RuntimeError("planted: EXCHANGE failed")
         real(store, a, b, use_rename)
 
-    monkeypatch.setattr(rb, "_exchange", flaky)
+    monkeypatch.setattr(sw, "_exchange", flaky)
     try:
         out = rb.rebuild(env.store, env.cfg)
         assert not out.swapped and "swap failed and was undone" in out.reason, out.reason
@@ -589,3 +595,54 @@ def test_failed_swap_part_way_is_undone(env: Env, monkeypatch: pytest.MonkeyPatc
         monkeypatch.undo()
         env.restore_inputs()
         assert rebuild(env.store, env.cfg).swapped  # leave good live tables behind
+
+
+def test_a_swap_cut_short_is_completed_by_the_repair(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process gone after two of four EXCHANGEs (no undo ran): the marker stays, the repair
+    completes the swap, every live table is the new build, exact."""
+    import engine.analytics.swap as sw
+
+    env.ensure_good_live()
+    env.restore_inputs()
+    for t in ANALYTICS_TABLES:  # the live tables differ from what the rebuild will produce
+        env.run(f"ALTER TABLE {{db}}.{t} DELETE WHERE rand() % 2 = 0 SETTINGS mutations_sync = 2")
+    before = env.fingerprint()
+    real = sw._exchange
+    calls: list[str] = []
+
+    def killed(store: Store, a: str, b: str, use_rename: bool) -> None:
+        calls.append(a)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("planted: the process is gone")  # no `except Exception` runs
+        real(store, a, b, use_rename)
+
+    monkeypatch.setattr(sw, "_exchange", killed)
+    with pytest.raises(KeyboardInterrupt):
+        rebuild(env.store, env.cfg)
+    monkeypatch.undo()
+    marker = sw.read_marker(env.store)
+    assert marker is not None and marker.counts["net_flows"] > 0
+    half = env.fingerprint()
+    assert half["net_flows"] != before["net_flows"]  # swapped
+    assert half["trades_with_direction"] == before["trades_with_direction"]  # not swapped
+
+    lines: list[str] = []
+    text = sw.repair(env.store, lines.append)
+    assert lines == [text] and "completed it" in text and "2 of 4 tables were swapped" in text
+    assert f"rebuild run={marker.run_id}" in text
+    assert sw.read_marker(env.store) is None
+    comments = dict(env.q("SELECT name, comment FROM system.tables WHERE database = '{db}'"))
+    assert {t: comments[t] for t in ANALYTICS_TABLES} == dict.fromkeys(
+        ANALYTICS_TABLES, sw.run_tag(marker.run_id)
+    )
+    assert {t: env.fingerprint()[t][0] for t in ANALYTICS_TABLES} == marker.counts
+    exp = env.expected.restricted_to(mapped_conditions(env))
+    assert got_net_flows(env) == exp.net_flows
+    assert got_trades(env) == exp.trades
+    # The replaced versions are kept as *_prev, nothing is left in *_new or *_swap.
+    names = set(comments)
+    assert not {f"{t}{s}" for t in ANALYTICS_TABLES for s in ("_new", "_swap")} & names
+    assert {t: env.fingerprint_of(f"{t}_prev") for t in ANALYTICS_TABLES} == before
+    assert sw.repair(env.store, lines.append) == ""  # nothing left to repair

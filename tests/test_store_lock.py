@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -11,9 +14,9 @@ import pytest
 
 from engine.config import load_config
 from engine.on_complete import ANALYTICS_LOCK, previous_run, rebuild_once
-from engine.store.lock import LockHeld, StoreLock
+from engine.store.lock import LockHeld, StoreLock, holder_gone, process_identity
 from tests.conftest import server_store, server_toml
-from tests.support.cli import cli
+from tests.support.cli import ROOT, cli
 
 
 @pytest.fixture
@@ -84,6 +87,63 @@ def test_a_dead_holder_is_broken_and_cannot_release_the_new_lock(store) -> None:
     late = StoreLock(store, "empty", "after a crash", stale_after_s=0.5)
     late.acquire()
     late.release()
+
+
+HOLD_AND_WAIT = """
+import sys
+from engine.store.client import Store
+from engine.store.lock import StoreLock
+url, db, user, password = sys.argv[1:5]
+lock = StoreLock(Store(url, db, user, password), "gone", "a holder SIGKILLed")
+lock.acquire()
+print("held", flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+@pytest.mark.slow
+def test_a_holder_killed_on_this_machine_is_broken_at_once(store, store_server) -> None:
+    """Its heartbeat is fresh, but its process is gone: no minute of waiting."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_AND_WAIT, store_server.url, store.database]
+        + [store_server.user, store_server.password],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(LockHeld, match="a holder SIGKILLed"):
+            StoreLock(store, "gone", "while it lives").acquire()
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    t0 = time.monotonic()
+    lock = StoreLock(store, "gone", "right after")  # stale_after_s is the default 60 s
+    lock.acquire()
+    assert time.monotonic() - t0 < 10
+    assert lock.current()[0] == "right after"
+    lock.release()
+
+
+@pytest.mark.parametrize(
+    "token, gone",
+    [
+        ("", False),
+        ("0123abcd", False),  # a token of an older version: no identity, heartbeat rule only
+        ("x@" + process_identity(), False),  # this very process
+        ("x@other-host|b|ns|1|2", False),  # another machine: its pids mean nothing here
+        ("x@" + "|".join(process_identity().split("|")[:3] + ["999999999", "5"]), True),
+        # This process's pid with another start time: the pid was reused, the holder is gone.
+        ("x@" + "|".join(process_identity().split("|")[:4] + ["1"]), True),
+        ("x@" + "|".join(process_identity().split("|")[:3] + ["abc", "5"]), False),
+    ],
+)
+def test_holder_gone_only_when_sure(token: str, gone: bool) -> None:
+    assert holder_gone(token) is gone
 
 
 def test_rebuild_once_runs_once_across_concurrent_consoles(store_server, tmp_path: Path):

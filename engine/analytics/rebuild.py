@@ -1,14 +1,17 @@
 """The on-complete rebuild: analytics into `*_new`, hard gate, atomic swap, snapshot.
 
 Steps (each logged to `<data_dir>/on-complete.log` and to the optional `log` callback):
+0. a swap cut short by an earlier process (killed mid-swap) is completed or undone first
+   (engine/analytics/swap.py repair);
 1. token_outcomes_new from ConditionalTokens position ids (analytics/positions.py) of each condition
    seen in condition_resolutions or token_registrations;
 2. net_flows_new, trades_with_direction_new, wallet_market_pnl_new by analytics/sql/rebuild.sql;
    (steps 1-2 are `engine.analytics.build.build_analytics`)
 3. the strict gates (engine/analytics/gates.py) on the `*_new` tables;
 4. only if every gate passes: swap each `X_new` with the live `X` by `EXCHANGE TABLES` (atomic per
-   table; a failure part-way swaps the done ones back, so the live set never mixes versions), then
-   keep the replaced version as `X_prev`; if a gate fails the live tables are not touched;
+   table; a failure part-way swaps the done ones back, a kill part-way is repaired by the next
+   start, so the live set never stays mixed), then keep the replaced version as `X_prev`; if a
+   gate fails the live tables are not touched;
 5. `data/post_rebuild_snapshot_<UTC>.json` of the new live tables.
 
 EXCHANGE TABLES needs an Atomic database (ClickHouse's default, and what `CREATE DATABASE` gives in
@@ -28,22 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.analytics import gates as gates_mod
-from engine.analytics.build import (
-    ANALYTICS_TABLES,
-    BUILD_LOCK,
-    NEW_SUFFIX,
-    PREV_SUFFIX,
-    SWAP_SUFFIX,
-    StepTimes,
-    build_analytics,
-    create_analytics,
-    table_count,
-    table_exists,
-)
+from engine.analytics.build import BUILD_LOCK, NEW_SUFFIX, StepTimes, build_analytics
 from engine.analytics.gates import GateCheck
 from engine.analytics.snapshot import write_snapshot
+from engine.analytics.swap import repair, swap_in
 from engine.status import GateResult, RebuildProgress
 from engine.store.client import StoreError, open_store
+from engine.store.lock import holder_label
 
 if TYPE_CHECKING:
     from engine.config import Config
@@ -81,70 +75,6 @@ class OnCompleteLog:
 
 
 # --------------------------------------------------------------------------------------------
-# Swap
-
-
-def _exchange(store: Store, a: str, b: str, use_rename: bool) -> None:
-    db = store.database
-    if use_rename:
-        tmp = f"{a}{SWAP_SUFFIX}"
-        store.command(f"DROP TABLE IF EXISTS {db}.{tmp} SYNC")
-        store.command(
-            f"RENAME TABLE {db}.{a} TO {db}.{tmp}, {db}.{b} TO {db}.{a}, {db}.{tmp} TO {db}.{b}"
-        )
-    else:
-        store.command(f"EXCHANGE TABLES {db}.{a} AND {db}.{b}")
-
-
-def _exchange_unsupported(exc: Exception) -> bool:
-    text = str(exc)
-    return "NOT_IMPLEMENTED" in text or "only in Atomic" in text or "Code: 48." in text
-
-
-def swap_in(store: Store, log: Callable[[str], None]) -> str:
-    """Swap every `X_new` with the live `X`; all or nothing. Returns the method used."""
-    db = store.database
-    missing = [t + NEW_SUFFIX for t in ANALYTICS_TABLES if not table_exists(store, t + NEW_SUFFIX)]
-    if missing:
-        raise RuntimeError(f"cannot swap, missing {', '.join(missing)}")
-    create_analytics(store, "")  # first rebuild: empty live tables so there is something to swap
-    expected = {t: table_count(store, t + NEW_SUFFIX) for t in ANALYTICS_TABLES}
-    use_rename = False
-    done: list[str] = []
-    try:
-        for t in ANALYTICS_TABLES:
-            try:
-                _exchange(store, t, t + NEW_SUFFIX, use_rename)
-            except StoreError as exc:
-                if done or use_rename or not _exchange_unsupported(exc):
-                    raise
-                log(f"EXCHANGE TABLES not supported by database {db} ({exc}); using RENAME")
-                use_rename = True
-                _exchange(store, t, t + NEW_SUFFIX, use_rename)
-            done.append(t)
-            log(f"swapped {t} <-> {t}{NEW_SUFFIX}")
-        wrong = {t: table_count(store, t) for t in ANALYTICS_TABLES}
-        wrong = {t: n for t, n in wrong.items() if n != expected[t]}
-        if wrong:
-            raise RuntimeError(f"row counts after the swap differ from the build: {wrong}")
-    except Exception as exc:
-        for t in reversed(done):
-            _exchange(store, t, t + NEW_SUFFIX, use_rename)
-            log(f"swapped back {t} <-> {t}{NEW_SUFFIX}")
-        raise RuntimeError(f"swap failed and was undone: {exc}") from exc
-    # The replaced versions are now in X_new; keep them as X_prev for a manual rollback. The swap
-    # is done at this point, so a failure here is only logged.
-    try:
-        for t in ANALYTICS_TABLES:
-            store.command(f"DROP TABLE IF EXISTS {db}.{t}{PREV_SUFFIX} SYNC")
-            store.command(f"RENAME TABLE {db}.{t}{NEW_SUFFIX} TO {db}.{t}{PREV_SUFFIX}")
-        log(f"previous versions kept as *{PREV_SUFFIX}")
-    except StoreError as exc:
-        log(f"swapped, but keeping the previous versions as *{PREV_SUFFIX} failed: {exc}")
-    return "RENAME" if use_rename else "EXCHANGE TABLES"
-
-
-# --------------------------------------------------------------------------------------------
 # Public API
 
 
@@ -173,6 +103,11 @@ def rebuild(
             last[:] = [p]
             report(p)
 
+        try:
+            repair(store, say)  # a swap cut short (a process killed mid-swap) first
+        except Exception as exc:
+            say(f"NOT started: a swap cut short could not be repaired: {exc}")
+            return RebuildOutcome(False, f"swap repair failed: {exc}", None, [], run_id)
         try:
             counts = build_analytics(store, cfg, NEW_SUFFIX, say, progress=keep)
         except Exception as exc:
@@ -212,7 +147,7 @@ def rebuild(
             )
             return RebuildOutcome(False, reason, None, results, run_id, counts)
         try:
-            method = swap_in(store, say)
+            method = swap_in(store, say, run_id, holder_label("rebuild"))
         except Exception as exc:
             say(f"NOT swapped: {exc}")
             return RebuildOutcome(False, str(exc), None, results, run_id, counts)

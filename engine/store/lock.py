@@ -5,7 +5,10 @@ The lock is a table, `{db}.lock_NAME`: `CREATE TABLE` without IF NOT EXISTS is a
 server, so exactly one of several contenders creates it; the holder writes who it is and a
 heartbeat row every few seconds, and drops the table on release. A holder that died (its
 heartbeat older than `stale_after_s`) is broken by the next contender: the stale table is renamed
-away (one rename wins) and dropped, then the contender tries again.
+away (one rename wins) and dropped, then the contender tries again. A holder on the same machine
+(same host, boot and pid namespace: its token says so) whose process is gone is broken at once,
+without waiting for its heartbeat to age (a rebuild SIGKILLed mid-swap is repaired by the next
+start, not a minute later).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from engine.store.client import StoreError
 if TYPE_CHECKING:
     from engine.store.client import Store
 
+#: The lock of analytics builds: rebuild, hard gate, the periodic gates, the swap repair.
+ANALYTICS_LOCK = "analytics"
 HEARTBEAT_S = 5.0
 STALE_AFTER_S = 60.0
 
@@ -32,6 +37,50 @@ class LockHeld(Exception):
 
 def holder_label(what: str) -> str:
     return f"{what} on {socket.gethostname()} pid {os.getpid()}"
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _pid_ns() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _start_ticks(pid: int) -> str:
+    """The process's start time (clock ticks after boot, /proc/PID/stat field 22); '' when it is
+    gone or a zombie (dead, not yet reaped)."""
+    fields = _read(f"/proc/{pid}/stat").rsplit(")", 1)[-1].split()
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return ""
+    return fields[19]
+
+
+def process_identity(pid: int | None = None) -> str:
+    """host|boot id|pid namespace|pid|start time of a process of this machine (this one)."""
+    pid = os.getpid() if pid is None else pid
+    boot = _read("/proc/sys/kernel/random/boot_id")
+    return "|".join([socket.gethostname(), boot, _pid_ns(), str(pid), _start_ticks(pid)])
+
+
+def holder_gone(token: str) -> bool:
+    """True only when the token's process ran on this machine (host, boot, pid namespace) and is
+    gone (no such pid, or a pid reused by a later process); False whenever that is not sure."""
+    parts = token.split("@", 1)[-1].split("|") if "@" in token else []
+    if len(parts) != 5 or not all(parts[:3]) or not parts[3].isdigit() or not parts[4]:
+        return False
+    host, boot, ns, pid, start = parts
+    mine = process_identity().split("|")
+    if [host, boot, ns] != mine[:3] or not all(mine[:3]):
+        return False
+    return _start_ticks(int(pid)) != start
 
 
 class StoreLock:
@@ -50,7 +99,7 @@ class StoreLock:
         self.holder = holder
         self.stale_after_s = stale_after_s
         self.heartbeat_s = heartbeat_s
-        self.token = uuid.uuid4().hex
+        self.token = f"{uuid.uuid4().hex}@{process_identity()}"
         self.table = f"{store.database}.lock_{name}"
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
@@ -68,7 +117,11 @@ class StoreLock:
                 if "already exists" not in str(exc).lower():
                     raise
                 who = self.current()
-                if attempt == 0 and who is not None and who[2] > self.stale_after_s:
+                if (
+                    attempt == 0
+                    and who is not None
+                    and (who[2] > self.stale_after_s or holder_gone(who[3]))
+                ):
                     self._break_stale()
                     continue
                 raise LockHeld(self._held_message(who)) from None
