@@ -1,10 +1,10 @@
 """Sustained faults end to end: nothing is lost, a crash loop alone is FATAL, a stuck run exits.
 
 Real anvil devchain, real store, real worker processes; faults are real (SIGKILL, connections
-dropped by tests/support/fault_proxy.py, a staging table gone from the store, a process killed
-in the middle of the analytics swap). Every run that completes is exact against the devchain's
-ground truth (per-day counts and sums, keys, 0 duplicates after FINAL), and every COMPLETE day
-has the ground truth's block range.
+dropped by tests/support/fault_proxy.py, a staging table gone from the store, the store server's
+disk full (a small tmpfs), the console or a rebuild killed in the middle of the analytics swap).
+Every run that completes is exact against the devchain's ground truth (per-day counts and sums,
+keys, 0 duplicates after FINAL), and every COMPLETE day has the ground truth's block range.
 """
 
 from __future__ import annotations
@@ -214,6 +214,68 @@ def test_store_failing_inserts_for_30s_mid_run_waits_and_loses_nothing(tmp_path,
     assert at_outage < 12 and set(seen) == {at_outage}, seen
     assert errors and errors[0].count >= 2  # the loader retried, and said so
     assert_exact(config)
+
+
+# ---- the store's disk full --------------------------------------------------------------------
+def test_store_disk_full_pauses_fetching_loses_nothing_and_resumes(tmp_path, devchain_cache):
+    """The local store server's data dir on a small tmpfs, filled up mid-run, then freed."""
+    from engine.config import load_config
+    from engine.runtime import Engine
+    from engine.status import EngineState, Phase
+    from tests.test_store_server import _fill, small_tmpfs
+
+    config = slow_config(tmp_path, devchain_cache, rps=8.0, shards=2)
+    data = tmp_path / "clickhouse"  # the config's clickhouse.path
+    with small_tmpfs(data, "128m"):
+        engine = Engine(load_config(config), control=False, run_on_complete=False)
+        engine.start()
+        try:
+            store = engine.store
+            assert store is not None
+            db = store.database
+
+            def complete() -> int:
+                sql = f"SELECT count() FROM {db}.backfill_checkpoint FINAL WHERE status='COMPLETE'"
+                return int(store.query(sql)[0][0])
+
+            deadline = time.monotonic() + 120
+            while complete() < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            _fill(data / "filler")
+            deadline = time.monotonic() + 90
+            while not engine.status().disk_full and time.monotonic() < deadline:
+                time.sleep(0.2)
+            st = engine.status()
+            assert st.disk_full, [e.last_message for e in st.errors]
+            assert st.state == EngineState.PAUSED
+            assert any("DISK FULL" in m for m in st.messages)
+            report = engine.disk()
+            assert report.free_bytes is not None and report.free_bytes < 1 << 20
+            # Fetching stops: the workers idle, no checkpoint is written without its rows.
+            deadline = time.monotonic() + 30
+            live = [w for w in engine.status().workers if w.pid is not None]
+            while time.monotonic() < deadline:
+                live = [w for w in engine.status().workers if w.pid is not None]
+                if all(w.phase == Phase.PAUSED for w in live):
+                    break
+                time.sleep(0.5)
+            assert all(w.phase == Phase.PAUSED for w in live), [(w.shard, w.phase) for w in live]
+            at = complete()  # a count on the full disk answers (never an empty result)
+            seen = {at}
+            for _ in range(5):
+                time.sleep(1.0)
+                seen.add(complete())
+            assert seen == {at} and at < 12, seen
+            (data / "filler").unlink()
+            deadline = time.monotonic() + 300
+            while engine.state != EngineState.COMPLETE and time.monotonic() < deadline:
+                time.sleep(0.2)
+            st = engine.status()
+            assert engine.state == EngineState.COMPLETE, st.messages
+            assert not st.disk_full and any("disk space is back" in m for m in st.messages)
+        finally:
+            engine.stop()
+        assert_exact(config)
 
 
 # ---- killed in the middle of the analytics swap -----------------------------------------------

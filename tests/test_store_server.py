@@ -7,6 +7,7 @@ One session server serves most tests (a database each); tests about the server's
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import stat
@@ -474,3 +475,88 @@ def test_an_embedded_store_of_an_earlier_version_opens_with_its_data(tmp_path: P
     finally:
         server.stop()
     assert read_info(tmp_path) is None
+
+
+NOT_RESULTS = [
+    (b"", "an empty body"),
+    (b"  \n", "an empty body"),
+    (
+        b'{\n\t"meta":\n\t[\n\t\t{"name": "c", "type": "UInt64"}\n\t],\n\t"data":\n\t[\n\t\t[10',
+        "not a whole",
+    ),
+    (b'{"meta": [{"name": "c", "type": "UInt64"}], "data": [[1], [2]], "rows": 3}', "2 of the 3"),
+    (b'{"meta": [], "data": []}', "not a whole"),
+    (b"Code: 243. DB::Exception: not enough space", "not a whole"),
+]
+
+
+@pytest.mark.parametrize("body, words", NOT_RESULTS)
+def test_a_body_that_is_not_a_whole_result_is_an_error(body: bytes, words: str) -> None:
+    """Never read as no rows (an empty count read as 0 rows would mark days wrongly)."""
+    from engine.store.client import _parse_json
+
+    with pytest.raises(StoreError, match=words):
+        _parse_json(body)
+    names, rows = _parse_json(b'{"meta": [{"name": "c", "type": "UInt64"}], "data": [], "rows": 0}')
+    assert (names, rows) == (["c"], [])
+
+
+def _fill(path: Path) -> None:
+    """Write zeros to `path` until its filesystem is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for size in (1 << 20, 1 << 12, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str = "96m"):
+    """A tmpfs mounted on `path` (skips the test where mounting is not allowed)."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode()[:200]}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_queries_on_a_full_disk_answer_or_fail_never_empty(tmp_path: Path) -> None:
+    """The server's disk full: a count still answers (held in memory, RESPONSE_BUFFER_BYTES),
+    an answer too big for the buffer is an error (ClickHouse sends a cut 200), writes fail with
+    NOT_ENOUGH_SPACE; once space returns all works again."""
+    from engine.store.client import RESPONSE_BUFFER_BYTES
+
+    data = small_tmpfs(tmp_path / "disk")
+    with data:
+        server = ensure_server(tmp_path / "disk" / "clickhouse")
+        st = Store(server.url, "full", server.user, server.password)
+        try:
+            st.command("CREATE DATABASE IF NOT EXISTS full")
+            st.command("CREATE TABLE full.t (k UInt64) ENGINE = MergeTree ORDER BY k")
+            st.command("INSERT INTO full.t SELECT number FROM numbers(1000)")
+            big = f"SELECT number FROM numbers({RESPONSE_BUFFER_BYTES // 8})"  # > the buffer
+            assert len(st.query(big)) == RESPONSE_BUFFER_BYTES // 8
+            _fill(tmp_path / "disk" / "filler")
+            assert st.query("SELECT count() FROM full.t") == [(1000,)]
+            with pytest.raises(StoreError, match="is the store's disk full"):
+                st.query(big)
+            with pytest.raises(StoreError, match="NOT_ENOUGH_SPACE"):
+                st.command("INSERT INTO full.t SELECT number FROM numbers(10)")
+            (tmp_path / "disk" / "filler").unlink()
+            st.command("INSERT INTO full.t SELECT number FROM numbers(10)")
+            assert st.query("SELECT count() FROM full.t") == [(1010,)]
+            assert len(st.query(big)) == RESPONSE_BUFFER_BYTES // 8
+        finally:
+            st.close()
+            server.stop()

@@ -55,12 +55,23 @@ def _rows_to_jsonl(rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(json.dumps(r, separators=(",", ":")) for r in rows)
 
 
+#: Answers up to this size are held in the server's memory until the query ends, not in a
+#: temporary file (see JSON_SETTINGS).
+RESPONSE_BUFFER_BYTES = 16 << 20
+
 #: Settings for query results, so every server (any version, Cloud) gives the same JSON types.
+#: clickhouse-connect asks for `wait_end_of_query=1` (an error mid-query is then an HTTP error,
+#: not text after a 200), so the server holds the whole answer until the query ends: in memory up
+#: to `http_response_buffer_size` (default 0), then in a temporary file on its disk. With that
+#: disk full, ClickHouse (26.9) answers 200 with an empty or cut body instead of an error; the
+#: buffer keeps small answers (counts, checkpoints) off the disk, and `_parse_json` refuses any
+#: body that is not a whole result.
 JSON_SETTINGS = {
     "output_format_json_quote_64bit_integers": 0,
     "output_format_json_quote_64bit_floats": 0,
     "output_format_json_quote_decimals": 0,
     "output_format_json_quote_denormals": 0,
+    "http_response_buffer_size": RESPONSE_BUFFER_BYTES,
 }
 
 
@@ -294,13 +305,32 @@ class Store:
             self.local.stop()
 
 
+#: What the server did when its answer to a query is not a whole JSONCompact result.
+NOT_A_RESULT = (
+    "the server answered {what} (HTTP 200) instead of a result; nothing was read. ClickHouse "
+    "does so when it cannot write the answer to its temporary files: is the store's disk full?"
+)
+
+
 def _parse_json(raw: bytes) -> tuple[list[str], list[tuple]]:
-    """Names and rows of a JSONCompact answer (empty for a statement without output)."""
+    """Names and rows of a JSONCompact answer; StoreError for anything else: an empty or cut body
+    is never read as no rows (a JSONCompact result always has its `meta`, `data` and `rows`)."""
     if not raw.strip():
-        return [], []
-    doc = json.loads(raw)
-    names = [m["name"] for m in doc["meta"]]
-    return names, [tuple(r) for r in doc["data"]]
+        raise StoreError(NOT_A_RESULT.format(what="a query with an empty body"))
+    try:
+        doc = json.loads(raw)
+        names = [m["name"] for m in doc["meta"]]
+        rows = [tuple(r) for r in doc["data"]]
+        complete = int(doc["rows"]) == len(rows)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(
+            NOT_A_RESULT.format(what=f"a query with a body that is not a whole result ({exc})")
+        ) from None
+    if not complete:
+        raise StoreError(
+            NOT_A_RESULT.format(what=f"{len(rows)} of the {doc['rows']} rows it announced")
+        )
+    return names, rows
 
 
 def is_auth_failure(text: str) -> bool:
