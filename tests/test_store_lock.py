@@ -141,6 +141,16 @@ def test_a_holder_killed_on_this_machine_is_broken_at_once(store, store_server) 
         ("x@" + "|".join(process_identity().split("|")[:4] + ["1"]), True),
         ("x@" + "|".join(process_identity().split("|")[:3] + ["abc", "5"]), False),
     ],
+    # Ids without the pid: pytest-xdist requires every worker to collect the same names.
+    ids=[
+        "empty",
+        "older-version",
+        "this-process",
+        "other-host",
+        "pid-gone",
+        "pid-reused",
+        "pid-not-a-number",
+    ],
 )
 def test_holder_gone_only_when_sure(token: str, gone: bool) -> None:
     assert holder_gone(token) is gone
