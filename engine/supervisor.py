@@ -63,6 +63,17 @@ PIPE_BYTES = 1 << 20
 READ_BUFFER_BYTES = 1 << 16
 #: Error kinds that leave a day not COMPLETE; they stay the shard's last error until it is.
 STICKY_ERRORS = frozenset({"range_failed", "day_failed"})
+#: Signals other processes send to stop or kill a worker (an operator's kill, the OOM killer, a
+#: scheduler, a terminal): a worker ended by one of them did not fail by itself. Any other signal
+#: (SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL, ...) is the worker's own crash.
+OUTSIDE_SIGNALS = frozenset(
+    {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT}
+)
+
+
+def killed_from_outside(returncode: int | None) -> bool:
+    """Whether an exit code (Popen's: -N for signal N) says the worker was killed from outside."""
+    return returncode is not None and returncode < 0 and -returncode in OUTSIDE_SIGNALS
 
 
 def _widen_pipe(proc: subprocess.Popen) -> None:
@@ -345,7 +356,7 @@ class Supervisor:
             if code is not None and code < 0:
                 why = f"killed by signal {-code}"
             sh.last_error = sh.last_error or why
-            self._schedule_restart(sh, why, now, killed=code is not None and code < 0)
+            self._schedule_restart(sh, why, now, killed=killed_from_outside(code))
             return
         if sh.state == STARTING and sh.heard and self._alive(sh):
             self._set_state(sh, RUNNING, "heartbeat")
@@ -373,8 +384,9 @@ class Supervisor:
         stopped as STALLED) before making progress, more than max_restarts times in a row within
         restart_window_s. A process that made progress (a range found, rows, a day done) and then
         died resets the count and the backoff, however often that happens. A process killed by a
-        signal from outside (``killed``: an operator, the OOM killer) did not fail by itself: it
-        does not count toward FATAL either. The backoff doubles with each exit in a row without
+        signal from outside (``killed``: OUTSIDE_SIGNALS, from an operator, the OOM killer) did
+        not fail by itself: it does not count toward FATAL either; one that died of its own crash
+        signal (SIGSEGV, SIGABRT, ...) does. The backoff doubles with each exit in a row without
         progress, whatever ended it.
         """
         window = self.settings.restart_window_s

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from engine.config import MonitorConfig
 from engine.protocol import DayDone, Error
-from engine.supervisor import Shard, Supervisor
+from engine.supervisor import Shard, Supervisor, killed_from_outside
 
 
 def supervisor(tmp_path: Path) -> Supervisor:
@@ -51,3 +56,46 @@ def test_the_latest_failed_day_is_shown_while_several_are_pending(tmp_path: Path
     assert sh.last_error == "day_failed: day 5 not complete: conn failed"
     sup._note(sh, DayDone(day=5, first=0, last=0))
     assert sh.last_error == "day_failed: day 3 not complete: timeout failed"
+
+
+@pytest.mark.parametrize(
+    "returncode, outside",
+    [
+        (-signal.SIGKILL, True),  # kill -9, the OOM killer
+        (-signal.SIGTERM, True),
+        (-signal.SIGINT, True),
+        (-signal.SIGHUP, True),
+        (-signal.SIGQUIT, True),
+        (-signal.SIGSEGV, False),  # the worker's own crash
+        (-signal.SIGABRT, False),
+        (-signal.SIGBUS, False),
+        (-signal.SIGFPE, False),
+        (-signal.SIGILL, False),
+        (1, False),
+        (0, False),
+        (None, False),
+    ],
+)
+def test_killed_from_outside_only_for_stop_and_kill_signals(returncode, outside) -> None:
+    assert killed_from_outside(returncode) is outside
+
+
+def _died_of(sig: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", f"import os; os.kill(os.getpid(), {int(sig)})"])
+    proc.wait(30)
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, fatal", [(signal.SIGSEGV, True), (signal.SIGKILL, False)])
+def test_a_crash_signal_loop_goes_fatal_a_kill_loop_does_not(tmp_path: Path, sig, fatal) -> None:
+    """Processes really dying of the signal, before any progress, max_restarts + 1 times."""
+    sup, sh = supervisor(tmp_path), Shard(0)
+    sup.shards[0] = sh
+    for i in range(sup.settings.max_restarts + 1):
+        sh.proc, sh.exit_handled = _died_of(sig), False
+        sup._tick_shard(sh, 1000.0 + i, check_stalls=False)
+    assert (sh.state == "FATAL") is fatal, (sh.state, sh.last_restart_reason)
+    assert sh.last_restart_reason == f"killed by signal {int(sig)}"
+    if not fatal:  # restarted with the growing backoff, capped at backoff_max_s
+        assert sh.state == "BACKOFF" and sh.backoff_s == sup.settings.backoff_max_s
